@@ -1,0 +1,9 @@
+"""tidings: one toolkit for event-driven Python systems."""
+
+from tidings.codecs import EventTypes
+from tidings.errors import TidingsError
+from tidings.events import Event
+
+__version__ = "0.1.0"
+
+__all__ = ["Event", "EventTypes", "TidingsError", "__version__"]

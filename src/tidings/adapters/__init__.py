@@ -1,0 +1,1 @@
+"""Backends, grouped by the service they use; each module serves one capability."""

@@ -1,0 +1,43 @@
+"""The ``tidings`` command line: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from tidings import __version__
+from tidings.cli import demo, doctor, eventstore
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tidings",
+    help="tidings: events, pub/sub, event sourcing and CQRS for Python.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tidings {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """tidings: events, pub/sub, event sourcing and CQRS for Python."""
+
+
+demo.register(app)
+doctor.register(app)
+eventstore.register(app)
+
+
+def main() -> None:
+    """Run the command line."""
+    app()
