@@ -31,7 +31,7 @@ from tidings.eventstore.ports import (
     StreamMetadata,
     VerifyReport,
 )
-from tidings.eventstore.records import StoredRecord, to_micros
+from tidings.eventstore.records import ReadRow, StoredRecord, recorded_from_rows, to_micros
 from tidings.lifecycle import Resource
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "StoreBase", "Wakeup", "check_expected"]
@@ -105,22 +105,23 @@ class _Retention:
         self._rules = rules
         self._now_us = time.time_ns() // 1000
 
-    def visible(self, record: StoredRecord) -> bool:
-        rule = self._rules.get(record.stream_id)
+    def visible(self, row: ReadRow) -> bool:
+        rule = self._rules.get(row[1])
         if rule is None:
             return True
         version, metadata = rule
-        return _visible(record, version, metadata, self._now_us)
+        return _visible(row, version, metadata, self._now_us)
 
 
-def _visible(record: StoredRecord, version: int, metadata: StreamMetadata, now_us: int) -> bool:
+def _visible(row: ReadRow, version: int, metadata: StreamMetadata, now_us: int) -> bool:
+    _, _, row_version, recorded_at_us, _, _ = row
     if metadata.deleted:
         return False
-    if metadata.max_count is not None and record.version <= version - metadata.max_count:
+    if metadata.max_count is not None and row_version <= version - metadata.max_count:
         return False
     if metadata.max_age is not None:
         oldest = now_us - int(metadata.max_age.total_seconds() * 1_000_000)
-        return record.recorded_at_us >= oldest
+        return recorded_at_us >= oldest
     return True
 
 
@@ -183,7 +184,7 @@ class StoreBase(Resource):
             min_version=_min_version(version, metadata),
         )
         now_us = time.time_ns() // 1000
-        return [r.to_recorded() for r in rows if _visible(r, version, metadata, now_us)]
+        return recorded_from_rows([r for r in rows if _visible(r, version, metadata, now_us)])
 
     async def read_all(
         self,
@@ -276,13 +277,15 @@ class StoreBase(Resource):
         # The head is read first: every position up to it is already visible to the select.
         head = await self._head() if types is not None else 0
         rows = await self._select_log(after, types, limit)
-        scanned = rows[-1].position if rows else after
+        scanned = rows[-1][0] if rows else after
         if types is not None and len(rows) < limit:
             scanned = max(scanned, head)
         if not rows:
             return [], scanned
-        retention = _Retention(await self._retention_rules())
-        visible = [r.to_recorded() for r in rows if retention.visible(r)]
+        rules = await self._retention_rules()
+        if rules:
+            rows = [r for r in rows if _Retention(rules).visible(r)]
+        visible = recorded_from_rows(rows)
         return visible, scanned
 
     async def _wait_for_change(self, token: asyncio.Event) -> None:
@@ -313,13 +316,13 @@ class StoreBase(Resource):
         max_version: int | None,
         max_recorded_us: int | None,
         min_version: int,
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         """Return a stream's unscavenged rows within the bounds, in the order asked."""
 
     @abstractmethod
     async def _select_log(
         self, after: int, types: Sequence[str] | None, limit: int
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         """Return up to ``limit`` unscavenged rows after a position, of the given types."""
 
     @abstractmethod

@@ -11,8 +11,10 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
+
+import msgspec
 
 from tidings.events import Event
 
@@ -31,6 +33,9 @@ __all__ = [
     "StreamMetadata",
     "VerifyReport",
 ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Expect(enum.Enum):
@@ -52,8 +57,7 @@ ExpectedVersion = int | Expect
 """An exact version (the version of the stream's last event; 0 for no events) or a rule."""
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as the store keeps it: the event plus the facts the store assigned.
 
     Attributes:
@@ -61,14 +65,19 @@ class RecordedEvent:
         stream_id: The stream it belongs to.
         version: Its place in the stream, from 1.
         position: Its place in the global log, from 1.
-        recorded_at: When the store committed it (UTC).
+        recorded_at_us: When the store committed it, in microseconds since the Unix epoch.
     """
 
     event: Event
     stream_id: str
     version: int
     position: int
-    recorded_at: datetime
+    recorded_at_us: int
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the store committed the event, as an aware UTC datetime."""
+        return _EPOCH + timedelta(microseconds=self.recorded_at_us)
 
 
 @dataclass(frozen=True, slots=True)

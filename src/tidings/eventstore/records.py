@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -24,11 +23,13 @@ __all__ = [
     "BINARY_DATA",
     "GENESIS",
     "SCAVENGED",
+    "ReadRow",
     "StoredRecord",
     "chain",
     "content_hash",
     "decode_event",
     "encode_event",
+    "recorded_from_rows",
     "from_micros",
     "to_micros",
 ]
@@ -90,8 +91,7 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-@dataclass(slots=True)
-class StoredRecord:
+class StoredRecord(msgspec.Struct, gc=False):
     """One row of the log as a backend stores it."""
 
     position: int
@@ -108,9 +108,25 @@ class StoredRecord:
         """Return the public view of the row (it must not be scavenged)."""
         assert self.envelope is not None
         return RecordedEvent(
-            event=decode_event(self.envelope, self.flags),
-            stream_id=self.stream_id,
-            version=self.version,
-            position=self.position,
-            recorded_at=from_micros(self.recorded_at_us),
+            decode_event(self.envelope, self.flags),
+            self.stream_id,
+            self.version,
+            self.position,
+            self.recorded_at_us,
         )
+
+
+ReadRow = tuple[int, str, int, int, int, bytes]
+"""What a read returns per event: position, stream id, version, recorded-at µs, flags, envelope."""
+
+
+def recorded_from_rows(rows: list[ReadRow]) -> list[RecordedEvent]:
+    """Return the public view of rows read for events (the hot path of every read)."""
+    decode = _decoder.decode
+    out = []
+    for position, stream_id, version, recorded_at_us, flags, envelope in rows:
+        event = decode(envelope)
+        if flags & BINARY_DATA and isinstance(event.data, str):
+            event = event.replace(data=base64.b64decode(event.data))
+        out.append(RecordedEvent(event, stream_id, version, position, recorded_at_us))
+    return out

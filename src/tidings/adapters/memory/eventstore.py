@@ -24,6 +24,7 @@ from tidings.eventstore.ports import (
 )
 from tidings.eventstore.records import (
     GENESIS,
+    ReadRow,
     StoredRecord,
     chain,
     content_hash,
@@ -123,7 +124,7 @@ class MemoryEventStore(StoreBase):
         max_version: int | None,
         max_recorded_us: int | None,
         min_version: int,
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         rows = [
             r
             for r in self._streams[stream_id].records
@@ -138,19 +139,19 @@ class MemoryEventStore(StoreBase):
         ]
         if backwards:
             rows.reverse()
-        return rows if limit is None else rows[:limit]
+        return [_read_row(r) for r in (rows if limit is None else rows[:limit])]
 
     async def _select_log(
         self, after: int, types: Sequence[str] | None, limit: int
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         wanted = None if types is None else set(types)
-        out: list[StoredRecord] = []
+        out: list[ReadRow] = []
         for record in self._log[max(after, 0) :]:
             if record.envelope is None:
                 continue
             if wanted is not None and _type_of(record) not in wanted:
                 continue
-            out.append(record)
+            out.append(_read_row(record))
             if len(out) >= limit:
                 break
         return out
@@ -192,3 +193,15 @@ class MemoryEventStore(StoreBase):
 
 def _type_of(record: StoredRecord) -> str:
     return record.to_recorded().event.type
+
+
+def _read_row(record: StoredRecord) -> ReadRow:
+    assert record.envelope is not None
+    return (
+        record.position,
+        record.stream_id,
+        record.version,
+        record.recorded_at_us,
+        record.flags,
+        record.envelope,
+    )

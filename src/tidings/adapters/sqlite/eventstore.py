@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,7 +36,14 @@ from tidings.eventstore.ports import (
     StreamInfo,
     StreamMetadata,
 )
-from tidings.eventstore.records import GENESIS, StoredRecord, chain, content_hash, encode_event
+from tidings.eventstore.records import (
+    GENESIS,
+    ReadRow,
+    StoredRecord,
+    chain,
+    content_hash,
+    encode_event,
+)
 
 __all__ = ["SQLiteEventStore"]
 
@@ -93,6 +100,8 @@ class SQLiteEventStore(StoreBase):
             self.max_event_bytes = max_event_bytes
         self._writer = SQLiteThread(self.path, synchronous=synchronous, name="tidings-writer")
         self._reader = SQLiteThread(self.path, read_only=True, name="tidings-reader")
+        self.before_commit: Callable[[], None] | None = None
+        """Fault injection: called on the writer thread just before COMMIT; may sleep or raise."""
         self._pending: list[_Request] = []
         self._flusher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -138,7 +147,8 @@ class SQLiteEventStore(StoreBase):
         while self._pending:
             batch, self._pending = self._pending[:_MAX_GROUP], self._pending[_MAX_GROUP:]
             try:
-                outcomes = await self._writer.run(partial(_write_batch, batch=batch), "append")
+                write = partial(_write_batch, batch=batch, before_commit=self.before_commit)
+                outcomes = await self._writer.run(write, "append")
             except Exception as exc:  # the commit itself failed: every request in it failed
                 for request in batch:
                     if not request.future.done():
@@ -169,7 +179,7 @@ class SQLiteEventStore(StoreBase):
         max_version: int | None,
         max_recorded_us: int | None,
         min_version: int,
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         low, high = min_version, max_version if max_version is not None else _NO_LIMIT
         if from_version is not None and backwards:
             high = min(high, from_version)
@@ -177,19 +187,23 @@ class SQLiteEventStore(StoreBase):
             low = max(low, from_version)
         sql = q.SELECT_STREAM_BACKWARDS if backwards else q.SELECT_STREAM
         params = (stream_id, low, high, max_recorded_us or _NO_LIMIT, limit or -1)
-        rows = await self._reader.run(lambda c: c.execute(sql, params).fetchall(), "read stream")
-        return [StoredRecord(*row) for row in rows]
+        rows: list[ReadRow] = await self._reader.run(
+            lambda c: c.execute(sql, params).fetchall(), "read stream"
+        )
+        return rows
 
     async def _select_log(
         self, after: int, types: Sequence[str] | None, limit: int
-    ) -> list[StoredRecord]:
+    ) -> list[ReadRow]:
         sql, params = q.SELECT_LOG, (after, limit)
         params_: tuple[object, ...] = params
         if types is not None:
             marks = ",".join("?" * len(types))
             sql, params_ = q.SELECT_LOG_TYPES.format(marks=marks), (after, *types, limit)
-        rows = await self._reader.run(lambda c: c.execute(sql, params_).fetchall(), "read log")
-        return [StoredRecord(*row) for row in rows]
+        rows: list[ReadRow] = await self._reader.run(
+            lambda c: c.execute(sql, params_).fetchall(), "read log"
+        )
+        return rows
 
     async def _retention_rules(self) -> dict[str, tuple[int, StreamMetadata]]:
         rows = await self._reader.run(
@@ -289,7 +303,10 @@ def _in_transaction(conn: sqlite3.Connection, sql: str, params: tuple[object, ..
 
 
 def _write_batch(
-    conn: sqlite3.Connection, *, batch: list[_Request]
+    conn: sqlite3.Connection,
+    *,
+    batch: list[_Request],
+    before_commit: Callable[[], None] | None,
 ) -> list[list[AppendResult] | BaseException]:
     """Commit every request of a batch in one transaction; a failed one is rolled back alone."""
     conn.execute("BEGIN IMMEDIATE")
@@ -298,6 +315,8 @@ def _write_batch(
         head = _Head(0, GENESIS) if row is None else _Head(row[0], row[1])
         outcomes = [_write_request(conn, request, head) for request in batch]
         conn.execute(q.SET_LOG_HEAD, (head.position, head.log_hash))
+        if before_commit is not None:
+            before_commit()
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -42,6 +42,8 @@ _COLUMNS: Final = (
     " content_hash, stream_hash, log_hash"
 )
 
+_READ_COLUMNS: Final = "position, stream_id, version, recorded_at_us, flags, envelope"
+
 LOG_HEAD: Final = "SELECT position, log_hash FROM tidings_log_head WHERE id = 1"
 SET_LOG_HEAD: Final = (
     "INSERT INTO tidings_log_head (id, position, log_hash) VALUES (1, ?, ?)"
@@ -70,16 +72,16 @@ SET_METADATA: Final = (
     " deleted = max(deleted, ?4)"
 )
 SELECT_STREAM: Final = (
-    f"SELECT {_COLUMNS} FROM tidings_events WHERE stream_id = ? AND version BETWEEN ? AND ?"
+    f"SELECT {_READ_COLUMNS} FROM tidings_events WHERE stream_id = ? AND version BETWEEN ? AND ?"
     " AND recorded_at_us <= ? AND flags & 2 = 0 ORDER BY version LIMIT ?"
 )
 SELECT_STREAM_BACKWARDS: Final = SELECT_STREAM.replace("ORDER BY version", "ORDER BY version DESC")
 SELECT_LOG: Final = (
-    f"SELECT {_COLUMNS} FROM tidings_events WHERE position > ? AND flags & 2 = 0"
+    f"SELECT {_READ_COLUMNS} FROM tidings_events WHERE position > ? AND flags & 2 = 0"
     " ORDER BY position LIMIT ?"
 )
 SELECT_LOG_TYPES: Final = (
-    f"SELECT {_COLUMNS} FROM tidings_events WHERE position > ? AND type IN ({{marks}})"
+    f"SELECT {_READ_COLUMNS} FROM tidings_events WHERE position > ? AND type IN ({{marks}})"
     " AND flags & 2 = 0 ORDER BY position LIMIT ?"
 )
 SELECT_ALL_STORED: Final = (
