@@ -53,11 +53,34 @@ _json_encoder: Final = msgspec.json.Encoder()
 _json_decoder: Final = msgspec.json.Decoder()
 
 
+class _FrozenExtensions(dict[str, ExtensionValue]):
+    """An event's extensions: a dict (so msgspec encodes it) that refuses every change."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("an event's extensions cannot change; use Event.replace()")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return dict, (dict(self),)
+
+
+_NO_EXTENSIONS: Final = _FrozenExtensions()
+_force_setattr: Final = msgspec.structs.force_setattr
+
+
+def _no_extensions() -> Mapping[str, ExtensionValue]:
+    return _NO_EXTENSIONS
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, dict=False, weakref=False):
+class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An immutable fact: the CloudEvents 1.0 envelope plus tidings' named extensions.
 
     Attributes:
@@ -92,28 +115,49 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, dict=False, weakref=False
     causationid: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
-    extensions: Mapping[str, ExtensionValue] = msgspec.field(default_factory=dict)
+    extensions: Mapping[str, ExtensionValue] = msgspec.field(default_factory=_no_extensions)
 
     def __post_init__(self) -> None:
-        _require_text("id", self.id)
-        _require_text("source", self.source)
-        _require_text("type", self.type)
+        # Runs for every event read from a store, so the common case is kept cheap.
+        if not (
+            type(self.id) is str
+            and self.id
+            and type(self.source) is str
+            and self.source
+            and type(self.type) is str
+            and self.type
+        ):
+            _explain_required(self)
         if self.specversion != SPECVERSION:
             raise InvalidAttributeError(
                 "specversion", f"must be {SPECVERSION!r}, not {self.specversion!r}"
             )
-        if self.time is not None and (
-            not isinstance(self.time, datetime) or self.time.utcoffset() is None
+        moment = self.time
+        if moment is not None and (
+            moment.__class__ is not datetime or moment.tzinfo is None or moment.utcoffset() is None
         ):
-            raise InvalidAttributeError("time", "must be a timezone-aware datetime")
-        for name in ("subject", "datacontenttype", "dataschema"):
-            _check_optional_text(name, getattr(self, name), allow_empty=False)
-        for name in _NAMED_ORDER:
-            _check_optional_text(name, getattr(self, name), allow_empty=True)
-        if not isinstance(self.extensions, _FrozenExtensions):
-            _check_extensions(self.extensions)
-            # A private read-only copy: neither the caller's dict nor ours can change the fact.
-            msgspec.structs.force_setattr(self, "extensions", _FrozenExtensions(self.extensions))
+            _check_time(moment)
+        # Optional attributes are None or text; subject, datacontenttype and dataschema non-empty.
+        if (
+            ((text := self.subject) is not None and (text.__class__ is not str or not text))
+            or (
+                (text := self.datacontenttype) is not None
+                and (text.__class__ is not str or not text)
+            )
+            or ((text := self.dataschema) is not None and (text.__class__ is not str or not text))
+            or ((text := self.partitionkey) is not None and text.__class__ is not str)
+            or ((text := self.correlationid) is not None and text.__class__ is not str)
+            or ((text := self.causationid) is not None and text.__class__ is not str)
+            or ((text := self.traceparent) is not None and text.__class__ is not str)
+            or ((text := self.tracestate) is not None and text.__class__ is not str)
+        ):
+            _explain_optional(self)
+        extensions = self.extensions
+        if extensions.__class__ is not _FrozenExtensions:
+            if extensions.__class__ is dict and not extensions:
+                _force_setattr(self, "extensions", _NO_EXTENSIONS)
+            else:
+                _freeze_extensions(self)
 
     def extension(self, name: str) -> ExtensionValue | None:
         """Return an extension attribute by name, named or free-form; None when absent."""
@@ -199,9 +243,26 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, dict=False, weakref=False
 _NAMED_ORDER: Final = ("partitionkey", "correlationid", "causationid", "traceparent", "tracestate")
 
 
+def _explain_required(event: Event) -> None:
+    for name in ("id", "source", "type"):
+        _require_text(name, getattr(event, name))
+
+
+def _check_time(moment: object) -> None:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise InvalidAttributeError("time", "must be a timezone-aware datetime")
+
+
 def _require_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidAttributeError(name, "is required and must be a non-empty string")
+
+
+def _explain_optional(event: Event) -> None:
+    for name in ("subject", "datacontenttype", "dataschema"):
+        _check_optional_text(name, getattr(event, name), allow_empty=False)
+    for name in _NAMED_ORDER:
+        _check_optional_text(name, getattr(event, name), allow_empty=True)
 
 
 def _check_optional_text(name: str, value: object, *, allow_empty: bool) -> None:
@@ -210,19 +271,12 @@ def _check_optional_text(name: str, value: object, *, allow_empty: bool) -> None
         raise InvalidAttributeError(name, f"must be {shape} when set")
 
 
-class _FrozenExtensions(dict[str, ExtensionValue]):
-    """An event's extensions: a dict (so msgspec encodes it) that refuses every change."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("an event's extensions cannot change; use Event.replace()")
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return dict, (dict(self),)
+def _freeze_extensions(event: Event) -> None:
+    extensions = event.extensions
+    _check_extensions(extensions)
+    # A private read-only copy: neither the caller's dict nor ours can change the fact.
+    frozen = _FrozenExtensions(extensions) if extensions else _NO_EXTENSIONS
+    _force_setattr(event, "extensions", frozen)
 
 
 def _check_extensions(extensions: object) -> None:

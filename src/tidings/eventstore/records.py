@@ -29,8 +29,8 @@ __all__ = [
     "content_hash",
     "decode_event",
     "encode_event",
-    "recorded_from_rows",
     "from_micros",
+    "recorded_from_rows",
     "to_micros",
 ]
 
