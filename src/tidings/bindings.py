@@ -25,7 +25,7 @@ from tidings.events import (
     parse_time,
 )
 
-__all__ = ["from_http", "from_kafka", "to_http", "to_kafka"]
+__all__ = ["from_http", "from_kafka", "kafka_key", "to_http", "to_kafka"]
 
 _HTTP_PREFIX: Final = "ce-"
 _KAFKA_PREFIX: Final = "ce_"
@@ -72,9 +72,24 @@ def to_kafka(event: Event) -> tuple[list[tuple[str, bytes]], bytes]:
     return headers, _body(event)
 
 
-def from_kafka(headers: Iterable[tuple[str, bytes | None]], value: bytes | None) -> Event:
-    """Build an event from Kafka binary-mode record headers and value."""
+def kafka_key(event: Event) -> bytes | None:
+    """Return the Kafka record key for an event: its ``partitionkey`` in UTF-8, if any."""
+    return None if event.partitionkey is None else event.partitionkey.encode()
+
+
+def from_kafka(
+    headers: Iterable[tuple[str, bytes | None]],
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+) -> Event:
+    """Build an event from Kafka binary-mode record headers and value.
+
+    A record key stands in for ``partitionkey`` when no ``ce_partitionkey`` header is present.
+    """
     attributes: dict[str, str] = {}
+    if key is not None:
+        attributes["partitionkey"] = _decode(key, "record key")
     content_type = None
     for name, raw in headers:
         text = _decode(raw or b"", f"header {name!r}")

@@ -100,9 +100,10 @@ def resolve(capability: str, url: str) -> type[object]:
 
 def _missing_driver(scheme: str, exc: ImportError) -> ConfigurationError:
     extra = EXTRAS.get(scheme)
-    if extra is None:
+    driver = _DRIVERS.get(scheme)
+    missing = (exc.name or "").split(".", 1)[0]
+    if extra is None or driver is None or missing != driver:
         return ConfigurationError(f"cannot load the {scheme} backend: {exc}")
-    driver = _DRIVERS[scheme]
     return ConfigurationError(
         f"the {scheme} backend needs {driver}: pip install 'tidings[{extra}]'", extra=extra
     )
