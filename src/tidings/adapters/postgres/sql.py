@@ -12,7 +12,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass, fields
-from typing import Final, LiteralString, cast
+from typing import Final, LiteralString
 
 from psycopg import sql
 
@@ -20,10 +20,12 @@ from tidings.errors import ConfigurationError
 
 __all__ = [
     "DDL",
+    "READ_COLUMNS",
     "RECORD_COLUMNS",
     "Statements",
     "channel",
     "check_schema",
+    "create_schema",
     "ddl",
     "lock_key",
     "select_stream",
@@ -38,8 +40,10 @@ RECORD_COLUMNS: Final = (
 )
 """The columns of a `StoredRecord`, in its field order."""
 
+READ_COLUMNS: Final = "position, stream_id, version, recorded_at_us, flags, envelope"
+"""The columns of a `ReadRow`, in its order."""
+
 DDL: Final[tuple[LiteralString, ...]] = (
-    "CREATE SCHEMA IF NOT EXISTS {schema}",
     """CREATE TABLE IF NOT EXISTS {events} (
         id BIGSERIAL PRIMARY KEY,
         position BIGINT UNIQUE,
@@ -71,17 +75,22 @@ DDL: Final[tuple[LiteralString, ...]] = (
         singleton BOOL PRIMARY KEY DEFAULT true CHECK (singleton),
         position BIGINT NOT NULL,
         log_hash BYTEA NOT NULL)""",
-    "INSERT INTO {head} (position, log_hash) VALUES (0, %(genesis)s) ON CONFLICT DO NOTHING",
     """CREATE TABLE IF NOT EXISTS {checkpoints} (
         name TEXT COLLATE "C" PRIMARY KEY,
         position BIGINT NOT NULL)""",
 )
-"""Idempotent schema creation, run under an advisory lock so two processes may start at once."""
+"""Idempotent table creation, run under an advisory lock so two processes may start at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
     """Every fixed statement of the store, rendered as bytes for one schema."""
+
+    init_log_head: bytes = (
+        b"INSERT INTO {head} (position, log_hash) VALUES (0, %s) ON CONFLICT DO NOTHING"
+    )
+    table_exists: bytes = b"SELECT to_regclass(%s) IS NOT NULL"
+    schema_exists: bytes = b"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)"
 
     # -- append transaction -------------------------------------------------------------------
     ensure_streams: bytes = b"""
@@ -115,7 +124,7 @@ class Statements:
         WHERE s.stream_id = u.stream_id"""
 
     # -- sequencer ----------------------------------------------------------------------------
-    lock_sequencer: bytes = b"SELECT pg_advisory_xact_lock(%s)"
+    advisory_xact_lock: bytes = b"SELECT pg_advisory_xact_lock(%s)"
     read_log_head: bytes = b"SELECT position, log_hash FROM {head}"
     unpositioned: bytes = b"""
         SELECT id, content_hash FROM {events} WHERE position IS NULL ORDER BY id LIMIT %s"""
@@ -131,10 +140,10 @@ class Statements:
     # -- reads --------------------------------------------------------------------------------
     head: bytes = b"SELECT position FROM {head}"
     select_log: bytes = b"""
-        SELECT {columns} FROM {events}
+        SELECT {read_columns} FROM {events}
         WHERE position > %s AND flags & 2 = 0 ORDER BY position LIMIT %s"""
     select_log_types: bytes = b"""
-        SELECT {columns} FROM {events}
+        SELECT {read_columns} FROM {events}
         WHERE position > %s AND flags & 2 = 0 AND type = ANY(%s::text[])
         ORDER BY position LIMIT %s"""
     iter_stored: bytes = b"""
@@ -177,14 +186,19 @@ class Statements:
 
 def _compose(template: object, names: dict[str, sql.Composable]) -> bytes:
     assert isinstance(template, bytes)
-    text = cast(LiteralString, template.decode())  # the templates are this module's constants
-    return sql.SQL(text).format(**names).as_bytes()
+    return sql.SQL(template.decode()).format(**names).as_bytes()
 
 
 def ddl(schema: str) -> list[bytes]:
     """Return the schema-creation statements for ``schema``."""
     names = _names(schema)
     return [sql.SQL(text).format(**names).as_bytes() for text in DDL]
+
+
+def create_schema(schema: str) -> bytes:
+    """Return the statement that creates ``schema`` (run only when it is missing: it needs the
+    CREATE privilege on the database even with IF NOT EXISTS)."""
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)).as_bytes()
 
 
 def _names(schema: str) -> dict[str, sql.Composable]:
@@ -195,6 +209,7 @@ def _names(schema: str) -> dict[str, sql.Composable]:
         "head": sql.Identifier(schema, "tidings_log_head"),
         "checkpoints": sql.Identifier(schema, "tidings_checkpoints"),
         "columns": sql.SQL(RECORD_COLUMNS),
+        "read_columns": sql.SQL(READ_COLUMNS),
     }
 
 
@@ -221,7 +236,7 @@ def select_stream(
         where.append(sql.SQL("recorded_at_us <= %s"))
     query = sql.SQL("SELECT {columns} FROM {events} WHERE {where} ORDER BY version {order}{limit}")
     return query.format(
-        columns=sql.SQL(RECORD_COLUMNS),
+        columns=sql.SQL(READ_COLUMNS),
         events=sql.Identifier(schema, "tidings_events"),
         where=sql.SQL(" AND ").join(where),
         order=sql.SQL("DESC" if backwards else "ASC"),
