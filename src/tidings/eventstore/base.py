@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_MAX_EVENT_BYTES", "StoreBase", "Wakeup", "check_expected"]
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 _PAGE: Final = 1000
+_EVERYTHING: Final = 2**62
 
 
 def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
@@ -266,7 +267,9 @@ class StoreBase(Resource):
         """Walk every hash chain and report the first record that does not verify."""
         await self._ensure_open()
         heads, log_head = await self._heads()
-        return await verify_records(self._iter_stored(log_head), heads, log_head)
+        # Walk every stored row, not only up to the recorded head: rows forged past the head
+        # must be reported too.
+        return await verify_records(self._iter_stored(_EVERYTHING), heads, log_head)
 
     # -- shared machinery ---------------------------------------------------------------------
 
@@ -290,8 +293,11 @@ class StoreBase(Resource):
 
     async def _wait_for_change(self, token: asyncio.Event) -> None:
         """Wait until the log may have grown: a wake-up, or the poll interval."""
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+        # wake-up does (CPython gh-86296), and the subscription then never stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(token.wait(), timeout=self.poll_interval)
+            async with asyncio.timeout(self.poll_interval):
+                await token.wait()
 
     # -- primitives a backend implements ------------------------------------------------------
 

@@ -75,6 +75,13 @@ class ChainVerifier:
         )
 
     def _check_heads(self, heads: Mapping[str, tuple[int, bytes]], log_head: int) -> None:
+        if self.position > log_head:
+            self.problem = (
+                f"position {log_head + 1}: records exist past the recorded head {log_head};"
+                " a record was inserted"
+            )
+            self.problem_position = log_head + 1
+            return
         if log_head != self.position:
             self.problem = f"the log ends at {self.position} but its head says {log_head}"
             return
