@@ -69,6 +69,10 @@ class _FrozenExtensions(dict[str, ExtensionValue]):
 
 
 _NO_EXTENSIONS: Final = _FrozenExtensions()
+_GOOD_NAMES: Final[set[str]] = set()
+_GOOD_NAMES_MAX: Final = 10_000
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
 _force_setattr: Final = msgspec.structs.force_setattr
 
 
@@ -193,41 +197,64 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     def to_dict(self) -> dict[str, object]:
         """Return the CloudEvents JSON structured form as a dict of JSON values."""
-        out: dict[str, object] = {}
-        for name, value in self.attributes().items():
-            out[name] = format_time(value) if isinstance(value, datetime) else value
-        if isinstance(self.data, bytes | bytearray | memoryview):
-            out["data_base64"] = base64.b64encode(bytes(self.data)).decode("ascii")
-        elif self.data is not None:
-            out["data"] = self.data
-        return out
+        return self._structured(text_time=True)
 
     def to_json(self) -> bytes:
         """Return the event in the CloudEvents JSON structured format (UTF-8 bytes)."""
         try:
-            return _json_encoder.encode(self.to_dict())
+            # msgspec writes aware datetimes as RFC 3339 itself ("Z" for UTC).
+            return _json_encoder.encode(self._structured(text_time=False))
         except (TypeError, msgspec.EncodeError) as exc:
             raise InvalidAttributeError("data", f"is not JSON-serialisable: {exc}") from exc
+
+    def _structured(self, *, text_time: bool) -> dict[str, object]:
+        out: dict[str, object] = {
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "specversion": self.specversion,
+        }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.time is not None:
+            out["time"] = format_time(self.time) if text_time else self.time
+        if self.datacontenttype is not None:
+            out["datacontenttype"] = self.datacontenttype
+        if self.dataschema is not None:
+            out["dataschema"] = self.dataschema
+        for name in _NAMED_ORDER:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.extensions:
+            out.update(self.extensions)
+        data = self.data
+        if isinstance(data, bytes | bytearray | memoryview):
+            out["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+        elif data is not None:
+            out["data"] = data
+        return out
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, object]) -> Event:
         """Build an event from the CloudEvents JSON structured form already parsed to a dict."""
         if not isinstance(obj, Mapping):
             raise MalformedEventError("a CloudEvent in JSON must be an object")
+        if not obj.keys() >= _REQUIRED:
+            missing = sorted(_REQUIRED - obj.keys())[0]
+            raise InvalidAttributeError(missing, "is required")
         known: dict[str, object] = {}
-        extensions: dict[str, ExtensionValue] = {}
+        extensions: dict[str, object] = {}
         for name, value in obj.items():
-            if name in CONTEXT_ATTRIBUTES or name in NAMED_EXTENSIONS:
+            if name in _ATTRIBUTES:
                 known[name] = value
-            elif name not in ("data", "data_base64"):
-                extensions[name] = _extension_value(name, value)
-        for name in ("id", "source", "type", "specversion"):
-            if name not in known:
-                raise InvalidAttributeError(name, "is required")
-        for name, value in known.items():
-            if name != "time" and not isinstance(value, str):
-                raise InvalidAttributeError(name, "must be a string")
-        known["time"] = parse_time(known["time"]) if "time" in known else None
+            elif name != "data" and name != "data_base64":
+                extensions[name] = value
+        if "time" in known:
+            known["time"] = parse_time(known["time"])
+        else:
+            known["time"] = None
+        # Types and extension names are checked once, by __post_init__.
         return cls(data=_data_from_json(obj), extensions=extensions, **known)  # type: ignore[arg-type]
 
     @classmethod
@@ -241,6 +268,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 _NAMED_ORDER: Final = ("partitionkey", "correlationid", "causationid", "traceparent", "tracestate")
+_ATTRIBUTES: Final = CONTEXT_ATTRIBUTES | NAMED_EXTENSIONS
+_REQUIRED: Final = frozenset({"id", "source", "type", "specversion"})
 
 
 def _explain_required(event: Event) -> None:
@@ -283,13 +312,23 @@ def _check_extensions(extensions: object) -> None:
     if not isinstance(extensions, Mapping):
         raise InvalidAttributeError("extensions", "must be a mapping of names to values")
     for name, value in extensions.items():
-        if not isinstance(name, str) or not _EXTENSION_NAME.fullmatch(name):
-            raise InvalidAttributeError(
-                str(name), "extension names are 1 to 20 characters, lower-case a-z and 0-9"
-            )
-        if name in _RESERVED:
-            raise InvalidAttributeError(name, "is a reserved attribute, not an extension")
+        if name not in _GOOD_NAMES:
+            _check_extension_name(name)
+        kind = value.__class__
+        if kind is str or kind is bool or (kind is int and _INT32_MIN <= value <= _INT32_MAX):
+            continue
         _extension_value(name, value)
+
+
+def _check_extension_name(name: object) -> None:
+    if not isinstance(name, str) or not _EXTENSION_NAME.fullmatch(name):
+        raise InvalidAttributeError(
+            str(name), "extension names are 1 to 20 characters, lower-case a-z and 0-9"
+        )
+    if name in _RESERVED:
+        raise InvalidAttributeError(name, "is a reserved attribute, not an extension")
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:  # names repeat: remember the checked ones
+        _GOOD_NAMES.add(name)
 
 
 def _extension_value(name: str, value: object) -> ExtensionValue:
