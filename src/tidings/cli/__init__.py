@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tidings import __version__
-from tidings.cli import demo, doctor, eventstore
+from tidings.cli import demo, doctor, eventstore, ordering
 
 __all__ = ["app", "main"]
 
@@ -36,6 +36,7 @@ def _root(
 demo.register(app)
 doctor.register(app)
 eventstore.register(app)
+ordering.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Fault tests: processes killed mid-work, commits that stall or roll back."""
