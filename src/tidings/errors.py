@@ -15,6 +15,8 @@ TidingsError
 │   ├── StreamDeletedError        the stream was tombstoned
 │   ├── EventTooLargeError        an event is larger than the store accepts
 │   └── IntegrityError            the hash chain does not verify
+├── DomainError               the domain layer (aggregate, repository, shredder) refused
+│   └── UnhandledEventError       an aggregate has no handler for a payload type
 └── BackendError              a driver or service failed (the driver's error is the __cause__)
     └── BackendUnavailableError   the service cannot be reached
 ```
@@ -34,6 +36,7 @@ __all__ = [
     "CodecError",
     "ConcurrencyConflict",
     "ConfigurationError",
+    "DomainError",
     "EventError",
     "EventStoreError",
     "EventTooLargeError",
@@ -42,6 +45,7 @@ __all__ = [
     "MalformedEventError",
     "StreamDeletedError",
     "TidingsError",
+    "UnhandledEventError",
     "UnknownEventTypeError",
 ]
 
@@ -160,3 +164,18 @@ class CheckpointConflict(EventStoreError):
         self.name = name
         self.stored = stored
         self.given = given
+
+
+class DomainError(TidingsError):
+    """Raised when the domain layer (aggregate, repository, shredder) refuses an operation."""
+
+
+class UnhandledEventError(DomainError, LookupError):
+    """Raised when an aggregate is given a payload type that no ``@when`` handler accepts."""
+
+    def __init__(self, aggregate: type[object], payload_type: type[object]) -> None:
+        super().__init__(
+            f"{aggregate.__qualname__} has no @when({payload_type.__qualname__}) handler"
+        )
+        self.aggregate = aggregate
+        self.payload_type = payload_type

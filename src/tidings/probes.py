@@ -21,6 +21,7 @@ EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "kafka": ("confluent_kafka",),
     "redis": ("redis",),
     "avro": ("fastavro",),
+    "crypto": ("cryptography",),
     "web": ("starlette", "uvicorn"),
 }
 """Extra -> the modules it installs."""
