@@ -48,6 +48,11 @@ BACKENDS: Final[dict[str, dict[str, str]]] = {
         "sqlite": "tidings.adapters.sqlite.eventstore:SQLiteEventStore",
         "postgresql": "tidings.adapters.postgres.eventstore:PostgresEventStore",
     },
+    "broker": {
+        "memory": "tidings.adapters.memory.broker:MemoryBroker",
+        "sqlite": "tidings.adapters.sqlite.broker:SQLiteBroker",
+        "nats": "tidings.adapters.nats.broker:NatsBroker",
+    },
 }
 """Capability -> scheme -> ``"module:Class"``; every class takes the URL as its first argument."""
 
