@@ -1,7 +1,8 @@
-"""Connections to PostgreSQL: URLs, error translation, and the LISTEN connection.
+"""Connections to PostgreSQL: URLs, error translation, LISTEN, and shared runs.
 
 `translate_errors` is the one place where psycopg exceptions become tidings errors; every
-public method of the PostgreSQL adapters runs its driver calls inside it.
+public method of the PostgreSQL adapters runs its driver calls inside it. `GroupRun` lets many
+concurrent callers share one run of a database job (group commit).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Final, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -18,7 +19,7 @@ from psycopg import sql
 
 from tidings.errors import BackendError, BackendUnavailableError, ConfigurationError
 
-__all__ = ["BACKEND", "Listener", "conninfo_from_url", "translate_errors"]
+__all__ = ["BACKEND", "GroupRun", "Listener", "conninfo_from_url", "translate_errors"]
 
 BACKEND: Final = "postgresql"
 _SCHEMES: Final = frozenset({"postgresql", "postgres"})
@@ -26,6 +27,8 @@ _SCHEMES: Final = frozenset({"postgresql", "postgres"})
 _GONE: Final = ("08", "57P01", "57P02", "57P03")
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def conninfo_from_url(url: str) -> str:
@@ -106,3 +109,61 @@ class Listener:
             self._on_notify()
             async for _ in conn.notifies():
                 self._on_notify()
+
+
+class GroupRun(Generic[T]):
+    """Shares runs of one async job among concurrent callers.
+
+    `run` returns the result of a run that *started after it was called*; callers that arrive
+    while a run is in progress share the next one. A job that sees everything committed before
+    it started (the sequencer) thus serves every caller that committed before calling `run`,
+    and N concurrent callers cost about two runs instead of N.
+    """
+
+    def __init__(self, job: Callable[[], Awaitable[T]]) -> None:
+        self._job = job
+        self._next: asyncio.Future[T] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> T:
+        """Wait for a run that starts after this call and return its result."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieve)
+        future = self._next
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="tidings-group-run")
+        return await asyncio.shield(future)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Let the run in progress finish (cancel it after ``timeout`` seconds); idempotent."""
+        task = self._task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        try:
+            while (future := self._next) is not None:
+                self._next = None
+                try:
+                    result = await self._job()
+                except asyncio.CancelledError:
+                    future.cancel()
+                    raise
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+        finally:
+            self._task = None
+
+
+def _retrieve(future: asyncio.Future[T]) -> None:
+    # Every waiter may have been cancelled; never leave an exception "never retrieved".
+    if not future.cancelled():
+        future.exception()

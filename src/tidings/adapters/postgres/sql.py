@@ -11,17 +11,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Final, LiteralString
 
 from psycopg import sql
 
 from tidings.errors import ConfigurationError
+from tidings.events import Event
+from tidings.eventstore.records import chain, content_hash
 
 __all__ = [
     "DDL",
     "READ_COLUMNS",
     "RECORD_COLUMNS",
+    "InsertBatch",
     "Statements",
     "channel",
     "check_schema",
@@ -46,7 +50,7 @@ READ_COLUMNS: Final = "position, stream_id, version, recorded_at_us, flags, enve
 DDL: Final[tuple[LiteralString, ...]] = (
     """CREATE TABLE IF NOT EXISTS {events} (
         id BIGSERIAL PRIMARY KEY,
-        position BIGINT UNIQUE,
+        position BIGINT,
         stream_id TEXT COLLATE "C" NOT NULL,
         version BIGINT NOT NULL,
         event_id TEXT NOT NULL,
@@ -57,9 +61,15 @@ DDL: Final[tuple[LiteralString, ...]] = (
         content_hash BYTEA NOT NULL,
         stream_hash BYTEA NOT NULL,
         log_hash BYTEA,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
         UNIQUE (stream_id, version))""",
+    # Unique like a UNIQUE constraint, but the unpositioned rows are not indexed at all.
+    """CREATE UNIQUE INDEX IF NOT EXISTS tidings_events_position
+        ON {events} (position) WHERE position IS NOT NULL""",
+    # By inserting transaction: the sequencer starts its scan at `scan_from`, past the entries
+    # of rows positioned since the last vacuum (they stay in a partial index until then).
     """CREATE INDEX IF NOT EXISTS tidings_events_unpositioned
-        ON {events} (id) WHERE position IS NULL""",
+        ON {events} (txid, id) WHERE position IS NULL""",
     """CREATE INDEX IF NOT EXISTS tidings_events_type_position
         ON {events} (type, position) WHERE position IS NOT NULL""",
     """CREATE TABLE IF NOT EXISTS {streams} (
@@ -74,7 +84,8 @@ DDL: Final[tuple[LiteralString, ...]] = (
     """CREATE TABLE IF NOT EXISTS {head} (
         singleton BOOL PRIMARY KEY DEFAULT true CHECK (singleton),
         position BIGINT NOT NULL,
-        log_hash BYTEA NOT NULL)""",
+        log_hash BYTEA NOT NULL,
+        scan_from xid8 NOT NULL DEFAULT '0')""",
     """CREATE TABLE IF NOT EXISTS {checkpoints} (
         name TEXT COLLATE "C" PRIMARY KEY,
         position BIGINT NOT NULL)""",
@@ -84,58 +95,81 @@ DDL: Final[tuple[LiteralString, ...]] = (
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Every fixed statement of the store, rendered as bytes for one schema."""
+    """Every fixed statement of the store, rendered as bytes for one schema.
+
+    Array parameters are passed in binary (``%b``): psycopg's text dump of a 1,000-element
+    bytea array costs about 7 times as much client CPU and twice the bytes.
+    """
 
     init_log_head: bytes = (
         b"INSERT INTO {head} (position, log_hash) VALUES (0, %s) ON CONFLICT DO NOTHING"
     )
+    analyze_log_head: bytes = b"ANALYZE {head}"  # one row: estimates that fit from the start
+    configure: bytes = b"SET jit = off"  # compiling costs more than any of these statements
     table_exists: bytes = b"SELECT to_regclass(%s) IS NOT NULL"
     schema_exists: bytes = b"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)"
 
     # -- append transaction -------------------------------------------------------------------
     ensure_streams: bytes = b"""
         INSERT INTO {streams} (stream_id, version, last_hash)
-        SELECT s, 0, %s FROM unnest(%s::text[]) AS s ORDER BY s COLLATE "C"
+        SELECT s, 0, %s FROM unnest(%b::text[]) AS s ORDER BY s COLLATE "C"
         ON CONFLICT (stream_id) DO NOTHING"""
     lock_streams: bytes = b"""
         SELECT stream_id, version, last_hash, deleted FROM {streams}
-        WHERE stream_id = ANY(%s::text[]) ORDER BY stream_id FOR UPDATE"""
+        WHERE stream_id = ANY(%b::text[]) ORDER BY stream_id FOR UPDATE"""
     advance_checkpoint: bytes = b"""
         INSERT INTO {checkpoints} AS c (name, position) VALUES (%s, %s)
         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position
         WHERE c.position < EXCLUDED.position
         RETURNING position"""
+    # One statement inserts the rows and moves the streams' heads; it returns each stream's
+    # last row id. Rows are inserted in the order given, so ids follow versions.
     insert_events: bytes = b"""
         WITH inserted AS (
             INSERT INTO {events} (stream_id, version, event_id, type, recorded_at_us, flags,
                                   envelope, content_hash, stream_hash)
             SELECT u.stream_id, u.version, u.event_id, u.type, %s, u.flags,
                    u.envelope, u.content_hash, u.stream_hash
-            FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::int2[],
-                        %s::bytea[], %s::bytea[], %s::bytea[])
+            FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::int2[],
+                        %b::bytea[], %b::bytea[], %b::bytea[])
                  WITH ORDINALITY AS u(stream_id, version, event_id, type, flags,
                                       envelope, content_hash, stream_hash, n)
             ORDER BY u.n
-            RETURNING id, stream_id)
+            RETURNING id, stream_id),
+        heads AS (
+            UPDATE {streams} AS s SET version = h.version, last_hash = h.last_hash
+            FROM unnest(%b::text[], %b::bigint[], %b::bytea[]) AS h(stream_id, version, last_hash)
+            WHERE s.stream_id = h.stream_id)
         SELECT stream_id, max(id) FROM inserted GROUP BY stream_id"""
-    update_streams: bytes = b"""
-        UPDATE {streams} AS s SET version = u.version, last_hash = u.last_hash
-        FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS u(stream_id, version, last_hash)
-        WHERE s.stream_id = u.stream_id"""
 
     # -- sequencer ----------------------------------------------------------------------------
     advisory_xact_lock: bytes = b"SELECT pg_advisory_xact_lock(%s)"
-    read_log_head: bytes = b"SELECT position, log_hash FROM {head}"
+    # After the lock, in a statement of its own (so its snapshot follows the lock): the head,
+    # the oldest transaction still running, then every unpositioned row in id order (one row
+    # with NULLs when there are none). No LIMIT: a run positions whole transactions, so an
+    # append becomes visible all at once. Every row without a position was inserted by a
+    # transaction at or after the previous run's oldest running one (`scan_from`).
     unpositioned: bytes = b"""
-        SELECT id, content_hash FROM {events} WHERE position IS NULL ORDER BY id LIMIT %s"""
+        SELECT h.position, h.log_hash, pg_snapshot_xmin(pg_current_snapshot())::text,
+               e.id, e.content_hash
+        FROM {head} AS h LEFT JOIN (
+            SELECT id, content_hash FROM {events}
+            WHERE position IS NULL AND txid >= (SELECT scan_from FROM {head})
+        ) AS e ON true
+        ORDER BY e.id"""
     set_positions: bytes = b"""
-        UPDATE {events} AS e SET position = %s + u.n, log_hash = u.log_hash
-        FROM unnest(%s::bigint[], %s::bytea[]) WITH ORDINALITY AS u(id, log_hash, n)
-        WHERE e.id = u.id"""
-    set_log_head: bytes = b"UPDATE {head} SET position = %s, log_hash = %s"
-    notify: bytes = b"SELECT pg_notify(%s, %s)"
-    any_unpositioned: bytes = b"SELECT EXISTS (SELECT 1 FROM {events} WHERE position IS NULL)"
-    positions_of: bytes = b"SELECT id, position FROM {events} WHERE id = ANY(%s::bigint[])"
+        WITH positioned AS (
+            UPDATE {events} AS e SET position = %(head)s + u.n, log_hash = u.log_hash
+            FROM unnest(%(ids)b::bigint[], %(hashes)b::bytea[])
+                 WITH ORDINALITY AS u(id, log_hash, n)
+            WHERE e.id = u.id),
+        head AS (UPDATE {head} SET position = %(new_head)s, log_hash = %(new_hash)s,
+                        scan_from = %(scan_from)s::xid8)
+        SELECT pg_notify(%(channel)s, %(new_head)s::text)"""
+    any_unpositioned: bytes = b"""
+        SELECT EXISTS (SELECT 1 FROM {events} WHERE position IS NULL
+                       AND txid >= (SELECT scan_from FROM {head}))"""
+    positions_of: bytes = b"SELECT id, position FROM {events} WHERE id = ANY(%b::bigint[])"
 
     # -- reads --------------------------------------------------------------------------------
     head: bytes = b"SELECT position FROM {head}"
@@ -144,11 +178,16 @@ class Statements:
         WHERE position > %s AND flags & 2 = 0 ORDER BY position LIMIT %s"""
     select_log_types: bytes = b"""
         SELECT {read_columns} FROM {events}
-        WHERE position > %s AND flags & 2 = 0 AND type = ANY(%s::text[])
+        WHERE position > %s AND flags & 2 = 0 AND type = ANY(%b::text[])
         ORDER BY position LIMIT %s"""
     iter_stored: bytes = b"""
         SELECT {columns} FROM {events}
         WHERE position > %s AND position <= %s ORDER BY position LIMIT %s"""
+    # Rows above the recorded head, read in the same snapshot as the head: an honest store has
+    # none (positions and head commit together), so any row here was forged.
+    beyond_head: bytes = b"""
+        SELECT {columns} FROM {events}
+        WHERE position > (SELECT position FROM {head}) ORDER BY position LIMIT %s"""
     stream_state: bytes = b"""
         SELECT version, max_count, max_age_us, deleted FROM {streams} WHERE stream_id = %s"""
     retention_rules: bytes = b"""
@@ -173,7 +212,8 @@ class Statements:
         SELECT s.stream_id, s.version, s.last_hash, u.first, prev.stream_hash
         FROM {streams} AS s
         LEFT JOIN (SELECT stream_id, min(version) AS first FROM {events}
-                   WHERE position IS NULL GROUP BY stream_id) AS u USING (stream_id)
+                   WHERE position IS NULL AND txid >= (SELECT scan_from FROM {head})
+                   GROUP BY stream_id) AS u USING (stream_id)
         LEFT JOIN {events} AS prev
                ON prev.stream_id = s.stream_id AND prev.version = u.first - 1"""
 
@@ -187,6 +227,58 @@ class Statements:
 def _compose(template: object, names: dict[str, sql.Composable]) -> bytes:
     assert isinstance(template, bytes)
     return sql.SQL(template.decode()).format(**names).as_bytes()
+
+
+@dataclass(slots=True)
+class InsertBatch:
+    """The rows of one append transaction, as the column arrays of one INSERT ... unnest."""
+
+    recorded_at_us: int
+    stream_ids: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    flags: list[int] = field(default_factory=list)
+    envelopes: list[bytes] = field(default_factory=list)
+    content_hashes: list[bytes] = field(default_factory=list)
+    stream_hashes: list[bytes] = field(default_factory=list)
+
+    def add(
+        self,
+        stream_id: str,
+        head: tuple[int, bytes],
+        events: Sequence[Event],
+        encoded: Sequence[tuple[bytes, int]],
+    ) -> tuple[int, bytes]:
+        """Add one stream's events after its head; return the stream's new head."""
+        version, last_hash = head
+        for event, (envelope, flags) in zip(events, encoded, strict=True):
+            version += 1
+            digest = content_hash(stream_id, version, self.recorded_at_us, flags, envelope)
+            last_hash = chain(last_hash, digest)
+            self.stream_ids.append(stream_id)
+            self.versions.append(version)
+            self.event_ids.append(event.id)
+            self.types.append(event.type)
+            self.flags.append(flags)
+            self.envelopes.append(envelope)
+            self.content_hashes.append(digest)
+            self.stream_hashes.append(last_hash)
+        return version, last_hash
+
+    def params(self) -> tuple[object, ...]:
+        """Return the parameters of ``Statements.insert_events``."""
+        return (
+            self.recorded_at_us,
+            self.stream_ids,
+            self.versions,
+            self.event_ids,
+            self.types,
+            self.flags,
+            self.envelopes,
+            self.content_hashes,
+            self.stream_hashes,
+        )
 
 
 def ddl(schema: str) -> list[bytes]:
