@@ -105,7 +105,11 @@ class Statements:
         b"INSERT INTO {head} (position, log_hash) VALUES (0, %s) ON CONFLICT DO NOTHING"
     )
     analyze_log_head: bytes = b"ANALYZE {head}"  # one row: estimates that fit from the start
-    configure: bytes = b"SET jit = off"  # compiling costs more than any of these statements
+    # Per pooled connection. Positions must be durable before anyone sees them (a commit lost in
+    # a crash could be sequenced again in another order), so synchronous_commit is forced on;
+    # JIT compiling costs more than any of these statements.
+    configure: bytes = b"""
+        SELECT set_config('synchronous_commit', 'on', false), set_config('jit', 'off', false)"""
     table_exists: bytes = b"SELECT to_regclass(%s) IS NOT NULL"
     schema_exists: bytes = b"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)"
 
