@@ -260,6 +260,8 @@ async def test_stores_opening_a_new_schema_at_once_all_succeed(schema: str) -> N
 async def test_reads_survive_the_server_closing_pooled_connections(schema: str) -> None:
     async with PostgresEventStore(URL, schema=schema, min_size=4) as store:
         await asyncio.gather(*(store.append(f"order-{n}", _events(1)) for n in range(8)))
+        # Concurrent reads check out several pooled connections (appends share one: group commit).
+        await asyncio.gather(*(store.read_stream(f"order-{n}") for n in range(8)))
         kill = sql.SQL(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE pid <> pg_backend_pid() AND query LIKE {}"
@@ -311,3 +313,37 @@ def test_url_schemes_are_accepted(url: str) -> None:
 def test_invalid_schema_is_refused(schema: str) -> None:
     with pytest.raises(ConfigurationError):
         PostgresEventStore(URL, schema=schema)
+
+
+async def test_concurrent_appends_share_commits(store: PostgresEventStore) -> None:
+    commits = 0
+
+    async def count() -> None:
+        nonlocal commits
+        commits += 1
+
+    store.before_commit = count
+    await asyncio.gather(*(store.append(f"grouped-{n}", _events(1)) for n in range(64)))
+    assert await store.head_position() == 64
+    assert commits < 64 / 4, f"64 appends took {commits} commits: no group commit"
+
+
+async def test_a_conflict_in_a_group_fails_alone(store: PostgresEventStore) -> None:
+    await store.append("taken", _events(1))
+    results = await asyncio.gather(
+        *(store.append(f"free-{n}", _events(1)) for n in range(20)),
+        store.append("taken", _events(1), expected_version=0),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results if isinstance(r, Exception)] == [ConcurrencyConflict]
+    positions = sorted(r.position for r in results if not isinstance(r, Exception))
+    assert positions == list(range(2, 22))
+
+
+async def test_appends_to_one_stream_in_a_burst_keep_versions_in_order(
+    store: PostgresEventStore,
+) -> None:
+    results = await asyncio.gather(*(store.append("busy", _events(1)) for _ in range(30)))
+    assert sorted(r.version for r in results) == list(range(1, 31))
+    records = await store.read_stream("busy")
+    assert [r.version for r in records] == list(range(1, 31))

@@ -31,7 +31,13 @@ from tidings.eventstore.ports import (
     StreamMetadata,
     VerifyReport,
 )
-from tidings.eventstore.records import ReadRow, StoredRecord, recorded_from_rows, to_micros
+from tidings.eventstore.records import (
+    ReadRow,
+    StoredRecord,
+    iter_recorded,
+    recorded_from_rows,
+    to_micros,
+)
 from tidings.lifecycle import Resource
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "StoreBase", "Wakeup", "check_expected"]
@@ -219,8 +225,8 @@ class StoreBase(Resource):
         position = after_position
         while True:
             token = self._wakeup.token()
-            page, scanned = await self._read_page(position, types, _PAGE)
-            for record in page:
+            rows, scanned = await self._visible_rows(position, types, _PAGE)
+            for record in iter_recorded(rows):
                 yield record
             if scanned > position:
                 position = scanned
@@ -277,19 +283,35 @@ class StoreBase(Resource):
         self, after: int, types: Sequence[str] | None, limit: int
     ) -> tuple[list[RecordedEvent], int]:
         """Return visible events after ``after`` and the last position scanned."""
-        # The head is read first: every position up to it is already visible to the select.
-        head = await self._head() if types is not None else 0
-        rows = await self._select_log(after, types, limit)
+        rows, scanned = await self._visible_rows(after, types, limit)
+        return recorded_from_rows(rows), scanned
+
+    async def _visible_rows(
+        self, after: int, types: Sequence[str] | None, limit: int
+    ) -> tuple[list[ReadRow], int]:
+        """Return the visible rows after ``after`` (not decoded) and the last position scanned."""
+        head, rows, rules = await self._select_log_page(after, types, limit)
         scanned = rows[-1][0] if rows else after
         if types is not None and len(rows) < limit:
             scanned = max(scanned, head)
-        if not rows:
-            return [], scanned
-        rules = await self._retention_rules()
-        if rules:
-            rows = [r for r in rows if _Retention(rules).visible(r)]
-        visible = recorded_from_rows(rows)
-        return visible, scanned
+        if rows and rules:
+            retention = _Retention(rules)
+            rows = [r for r in rows if retention.visible(r)]
+        return rows, scanned
+
+    async def _select_log_page(
+        self, after: int, types: Sequence[str] | None, limit: int
+    ) -> tuple[int, list[ReadRow], dict[str, tuple[int, StreamMetadata]]]:
+        """Return what one page of the log needs: the head, the rows, the retention rules.
+
+        The head is read only when filtering by type (else 0), and first: every position up to
+        it is then visible to the select. The rules are read only when there are rows. A
+        backend may override this to read all three in one round trip and one snapshot.
+        """
+        head = await self._head() if types is not None else 0
+        rows = await self._select_log(after, types, limit)
+        rules = await self._retention_rules() if rows else {}
+        return head, rows, rules
 
     async def _wait_for_change(self, token: asyncio.Event) -> None:
         """Wait until the log may have grown: a wake-up, or the poll interval."""

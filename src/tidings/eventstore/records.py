@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -30,6 +31,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "from_micros",
+    "iter_recorded",
     "recorded_from_rows",
     "to_micros",
 ]
@@ -120,13 +122,28 @@ ReadRow = tuple[int, str, int, int, int, bytes]
 """What a read returns per event: position, stream id, version, recorded-at µs, flags, envelope."""
 
 
-def recorded_from_rows(rows: list[ReadRow]) -> list[RecordedEvent]:
+def recorded_from_rows(rows: Iterable[ReadRow]) -> list[RecordedEvent]:
     """Return the public view of rows read for events (the hot path of every read)."""
     decode = _decoder.decode
-    out = []
+    out: list[RecordedEvent] = []
+    append = out.append
     for position, stream_id, version, recorded_at_us, flags, envelope in rows:
         event = decode(envelope)
         if flags & BINARY_DATA and isinstance(event.data, str):
             event = event.replace(data=base64.b64decode(event.data))
-        out.append(RecordedEvent(event, stream_id, version, position, recorded_at_us))
+        append(RecordedEvent(event, stream_id, version, position, recorded_at_us))
     return out
+
+
+def iter_recorded(rows: Iterable[ReadRow]) -> Iterator[RecordedEvent]:
+    """Yield the public view of rows one at a time, decoding each only when it is asked for.
+
+    A subscriber that handles one event at a time then holds one decoded event, not a page
+    of them: the events die young and the cyclic garbage collector has little to scan.
+    """
+    decode = _decoder.decode
+    for position, stream_id, version, recorded_at_us, flags, envelope in rows:
+        event = decode(envelope)
+        if flags & BINARY_DATA and isinstance(event.data, str):
+            event = event.replace(data=base64.b64decode(event.data))
+        yield RecordedEvent(event, stream_id, version, position, recorded_at_us)

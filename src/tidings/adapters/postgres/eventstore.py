@@ -66,7 +66,13 @@ from tidings.adapters.postgres.connection import (
     conninfo_from_url,
     translate_errors,
 )
-from tidings.errors import BackendUnavailableError, CheckpointConflict, StreamDeletedError
+from tidings.adapters.postgres.group_commit import GroupCommit, Request
+from tidings.errors import (
+    BackendUnavailableError,
+    CheckpointConflict,
+    ConcurrencyConflict,
+    StreamDeletedError,
+)
 from tidings.eventstore.base import StoreBase, check_expected
 from tidings.eventstore.ports import (
     AppendResult,
@@ -134,6 +140,7 @@ class PostgresEventStore(StoreBase):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = Listener(self._conninfo, self._channel, self._wakeup.notify)
         self._sequencer = GroupRun(self._sequence)
+        self._group: GroupCommit[list[AppendResult]] = GroupCommit(self._commit_group)
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         """Fault injection: awaited in the append transaction just before COMMIT; may raise."""
 
@@ -176,6 +183,7 @@ class PostgresEventStore(StoreBase):
             await conn.execute(self._sql.analyze_log_head)
 
     async def _close(self) -> None:
+        await self._group.drain()
         await self._sequencer.aclose()
         await self._listener.aclose()
         if self._pool is not None:
@@ -210,11 +218,61 @@ class PostgresEventStore(StoreBase):
     async def _append_many(
         self, appends: Sequence[StreamAppend], checkpoint: Checkpoint | None
     ) -> list[AppendResult]:
+        if checkpoint is None:  # concurrent plain appends share a transaction (group commit)
+            encoded = self._encode(appends)
+            streams = frozenset(a.stream_id for a in appends)
+            return await self._group.submit(streams, (appends, encoded))
         async with self._connection() as conn:
             written = await self._write(conn, appends, checkpoint)
         positions = await self._position([w.last_id for w in written])
         self._wakeup.notify()
         return [AppendResult(w.stream_id, w.version, positions[w.last_id]) for w in written]
+
+    def _encode(self, appends: Sequence[StreamAppend]) -> list[list[tuple[bytes, int]]]:
+        return [[encode_event(e, limit=self.max_event_bytes) for e in a.events] for a in appends]
+
+    async def _commit_group(
+        self, group: list[Request[list[AppendResult]]]
+    ) -> list[list[AppendResult] | BaseException]:
+        """Commit a group of plain appends in one transaction, then position them in one run."""
+        async with self._connection() as conn:
+            outcomes = await self._write_group(conn, [r.payload for r in group])  # type: ignore[misc]
+        ids = [w.last_id for o in outcomes if isinstance(o, list) for w in o]
+        positions = await self._position(ids) if ids else {}
+        self._wakeup.notify()
+        return [
+            o
+            if isinstance(o, BaseException)
+            else [AppendResult(w.stream_id, w.version, positions[w.last_id]) for w in o]
+            for o in outcomes
+        ]
+
+    async def _write_group(
+        self, conn: Conn, group: list[tuple[Sequence[StreamAppend], list[list[tuple[bytes, int]]]]]
+    ) -> list[list[_Written] | BaseException]:
+        """Stage each request against the locked stream rows; insert what passed; commit."""
+        names = sorted({a.stream_id for appends, _ in group for a in appends})
+        s = self._sql
+        async with conn.pipeline() as pipeline, conn.transaction():
+            await conn.execute(s.ensure_streams, (GENESIS, names))
+            locked = await conn.execute(s.lock_streams, (names,))
+            heads = {row[0]: row[1:] for row in await locked.fetchall()}
+            batch = q.InsertBatch(recorded_at_us=time.time_ns() // 1000)
+            outcomes = [_stage_request(batch, appends, enc, heads) for appends, enc in group]
+            written = [w for o in outcomes if isinstance(o, list) for w in o]
+            if not written:
+                return outcomes
+            inserted = await conn.execute(s.insert_events, (*batch.params(), *_new_heads(written)))
+            if self.before_commit is not None:
+                await pipeline.sync()
+                await self.before_commit()
+        last_ids: dict[str, int] = dict(await inserted.fetchall())
+        return [
+            o
+            if isinstance(o, BaseException)
+            else [_Written(w.stream_id, w.version, w.last_hash, last_ids[w.stream_id]) for w in o]
+            for o in outcomes
+        ]
 
     async def _write(
         self, conn: Conn, appends: Sequence[StreamAppend], checkpoint: Checkpoint | None
@@ -222,7 +280,7 @@ class PostgresEventStore(StoreBase):
         """Commit the rows of an append, unpositioned; return each stream's part in order."""
         if checkpoint is not None and checkpoint.position <= 0:
             raise CheckpointConflict(checkpoint.name, 0, checkpoint.position)
-        encoded = [[encode_event(e, limit=self.max_event_bytes) for e in a.events] for a in appends]
+        encoded = self._encode(appends)
         names = sorted(a.stream_id for a in appends)  # code point order, as COLLATE "C"
         s = self._sql
         async with conn.pipeline() as pipeline, conn.transaction():
@@ -429,6 +487,24 @@ def _stage(
     check_expected(append.stream_id, append.expected_version, version)
     version, last_hash = batch.add(append.stream_id, (version, last_hash), append.events, encoded)
     return _Written(append.stream_id, version, last_hash)
+
+
+def _stage_request(
+    batch: q.InsertBatch,
+    appends: Sequence[StreamAppend],
+    encoded: Sequence[Sequence[tuple[bytes, int]]],
+    heads: Mapping[str, TupleRow],
+) -> list[_Written] | BaseException:
+    """Check every stream of one request first, so a failing request adds no rows at all."""
+    try:
+        for append in appends:
+            version, _, deleted = heads[append.stream_id]
+            if deleted:
+                raise StreamDeletedError(append.stream_id)
+            check_expected(append.stream_id, append.expected_version, version)
+    except (StreamDeletedError, ConcurrencyConflict) as exc:
+        return exc
+    return [_stage(batch, a, e, heads[a.stream_id]) for a, e in zip(appends, encoded, strict=True)]
 
 
 def _new_heads(written: Iterable[_Written]) -> Params:

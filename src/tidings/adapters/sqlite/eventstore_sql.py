@@ -1,5 +1,6 @@
 """The SQL of the SQLite event store, kept apart so the logic reads without it."""
 
+import functools
 from typing import Final
 
 SCHEMA: Final = """
@@ -26,6 +27,8 @@ CREATE TABLE IF NOT EXISTS tidings_streams (
     max_age_us INTEGER,
     deleted    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tidings_streams_ruled ON tidings_streams (stream_id)
+    WHERE deleted = 1 OR max_count IS NOT NULL OR max_age_us IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tidings_log_head (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
     position INTEGER NOT NULL,
@@ -55,11 +58,22 @@ STREAM_STATE: Final = (
 STREAM_FOR_WRITE: Final = (
     "SELECT version, last_hash, deleted FROM tidings_streams WHERE stream_id = ?"
 )
-INSERT_EVENT: Final = (
+EVENT_WIDTH: Final = 11
+"""Parameters per row of `INSERT_EVENT` and `insert_events`."""
+_INSERT_EVENTS: Final = (
     "INSERT INTO tidings_events (position, stream_id, version, event_id, type, recorded_at_us,"
-    " flags, envelope, content_hash, stream_hash, log_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " flags, envelope, content_hash, stream_hash, log_hash) VALUES "
 )
+_EVENT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EVENT: Final = _INSERT_EVENTS + _EVENT_ROW
+
+
+@functools.cache
+def insert_events(rows: int) -> str:
+    """Return one INSERT of ``rows`` event rows (`EVENT_WIDTH` parameters each, flattened)."""
+    return _INSERT_EVENTS + ", ".join([_EVENT_ROW] * rows)
+
+
 UPSERT_STREAM: Final = (
     "INSERT INTO tidings_streams (stream_id, version, last_hash) VALUES (?, ?, ?)"
     " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
@@ -88,6 +102,8 @@ SELECT_ALL_STORED: Final = (
     f"SELECT {_COLUMNS} FROM tidings_events WHERE position > ? AND position <= ?"
     " ORDER BY position LIMIT ?"
 )
+# Read for every page of the log: the partial index tidings_streams_ruled keeps it from
+# scanning every stream (its WHERE must stay the index's, word for word).
 RETENTION_RULES: Final = (
     "SELECT stream_id, version, max_count, max_age_us, deleted FROM tidings_streams"
     " WHERE deleted = 1 OR max_count IS NOT NULL OR max_age_us IS NOT NULL"
