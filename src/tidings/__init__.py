@@ -3,7 +3,8 @@
 from tidings.codecs import EventTypes
 from tidings.errors import TidingsError
 from tidings.events import Event
+from tidings.messaging.router import App
 
 __version__ = "0.1.0"
 
-__all__ = ["Event", "EventTypes", "TidingsError", "__version__"]
+__all__ = ["App", "Event", "EventTypes", "TidingsError", "__version__"]

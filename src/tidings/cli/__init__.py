@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tidings import __version__
-from tidings.cli import demo, doctor, eventstore, ordering
+from tidings.cli import demo, dlq, doctor, eventstore, ordering, projections, worker
 
 __all__ = ["app", "main"]
 
@@ -34,9 +34,12 @@ def _root(
 
 
 demo.register(app)
+dlq.register(app)
 doctor.register(app)
 eventstore.register(app)
 ordering.register(app)
+projections.register(app)
+worker.register(app)
 
 
 def main() -> None:
