@@ -87,13 +87,15 @@ def status(
 
 
 def _status_table(rows: list[ProjectionStatus]) -> Table:
-    table = Table("projection", "version", "active", "phase", "position", "lag", "lag s", "owner")
-    table.add_column("error", overflow="fold")
+    table = Table(caption="* the active version (the one readers read)")
+    for column in ("projection", "v", "phase", "position/head", "lag", "lag s"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("owner", overflow="fold", min_width=5)
+    table.add_column("error", overflow="fold", min_width=5)
     for row in rows:
         table.add_row(
             row.key.name,
-            str(row.key.version),
-            "*" if row.active else "",
+            f"{row.key.version}{'*' if row.active else ''}",
             row.phase,
             f"{row.position}/{row.head}",
             str(row.lag_events),
@@ -111,6 +113,7 @@ def rebuild_command(
     url: str | None = URL,
     read_model: str | None = READ_MODEL,
     drop_old: bool = typer.Option(False, help="Drop older versions once switched."),
+    owner: str | None = typer.Option(None, help="Lease owner id; reuse it to resume at once."),
 ) -> None:
     """Build a projection's version side by side, then switch readers to it (resumable)."""
     console = Console()
@@ -122,8 +125,9 @@ def rebuild_command(
             before = await model.lookup(projection.key)
             with _progress_bar(console) as bar:
                 task = bar.add_task(str(projection.key), total=None, rate="", eta="")
+                show = _show(bar, task)
                 done = await rebuild(
-                    store, model, projection, drop_old=drop_old, on_progress=_show(bar, task)
+                    store, model, projection, drop_old=drop_old, on_progress=show, owner=owner
                 )
         _report(console, done, already=before is not None and before.active)
 

@@ -93,7 +93,8 @@ async def rebuild(
         ProjectionFailedError: the new version failed on an event (fix it, then retry).
     """
     meter = _Meter()
-    async with ProjectionRunner(store, read_model, [projection], **runner_options):
+    options = {**runner_options, "auto_activate": True}  # the switch is the point
+    async with ProjectionRunner(store, read_model, [projection], **options):
         while True:
             progress = await _progress(store, read_model, projection.key, meter)
             if on_progress is not None:

@@ -18,7 +18,7 @@ lease and applies, the others stand by and take over within about ``lease_ttl`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -34,6 +34,8 @@ from tidings.projections.status import ProjectionMonitor, ProjectionStatus
 from tidings.projections.worker import ProjectionWorker, WorkerSettings
 
 __all__ = ["ProjectionHandle", "ProjectionRunner", "default_owner"]
+
+logger = logging.getLogger("tidings.projections")
 
 
 def default_owner() -> str:
@@ -132,11 +134,14 @@ class ProjectionRunner(Resource):
         ]
 
     async def _close(self) -> None:
+        pending = set(self._tasks)
+        while pending:  # cancel again what is still running: a driver may swallow a cancel
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("%s ended with an error", task.get_name(), exc_info=task.exception())
 
     async def wait_for(
         self, position: int, *, name: str | None = None, timeout: float | None = None

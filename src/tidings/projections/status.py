@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from tidings.eventstore.ports import EventStore
+from tidings.projections.cancel import raise_if_cancelling
 from tidings.projections.errors import ProjectionError, ProjectionFailedError, ProjectionTimeout
 from tidings.projections.ports import ProjectionKey, ProjectionState, ReadModel, Status
 
@@ -132,6 +133,7 @@ class ProjectionMonitor:
                 raise ProjectionFailedError(name, error)
             if reached[0] >= position:
                 return reached[0]
+            raise_if_cancelling()  # a driver may have swallowed the timeout's cancellation
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await (token or asyncio.Event()).wait()

@@ -19,6 +19,7 @@ from typing import Any
 from tidings.errors import BackendError, CheckpointConflict
 from tidings.eventstore.base import Wakeup
 from tidings.eventstore.ports import EventStore, RecordedEvent
+from tidings.projections.cancel import raise_if_cancelling
 from tidings.projections.errors import HandlerError, LeaseLost
 from tidings.projections.feed import Feed
 from tidings.projections.ports import Batch, Failure, ProjectionState, ReadModel, Status
@@ -89,6 +90,7 @@ class ProjectionWorker:
                 logger.exception("%s: unexpected error; retrying", self.key)
                 await asyncio.sleep(self._settings.retry_delay)
             self.changed.notify()
+            raise_if_cancelling()  # a driver may have swallowed our cancellation
             await asyncio.sleep(self._standby_interval)
 
     @property
@@ -133,6 +135,8 @@ class ProjectionWorker:
                 if not await self._model.acquire_lease(self.key, self._settings.owner, ttl):
                     raise LeaseLost(self.key.name, self._settings.owner, None)
                 last = time.monotonic()
+                state = await self._model.lookup(self.key)  # another process may switch versions
+                self.active = state is not None and state.active
             except BackendError as exc:
                 if time.monotonic() - last > ttl * 2 / 3:
                     raise LeaseLost(self.key.name, self._settings.owner, None) from exc

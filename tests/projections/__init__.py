@@ -1,0 +1,1 @@
+"""Projections and read models: runner, conformance, faults, rebuilds, the feed."""
