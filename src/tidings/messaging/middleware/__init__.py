@@ -13,10 +13,11 @@ from __future__ import annotations
 from tidings.messaging.handlers import Middleware
 from tidings.messaging.middleware.correlation import correlation
 from tidings.messaging.middleware.dead_letter import dead_letter
+from tidings.messaging.middleware.dedupe import dedupe
 from tidings.messaging.middleware.retry import retry
 from tidings.messaging.middleware.timeout import timeout
 
-__all__ = ["correlation", "dead_letter", "default_middleware", "retry", "timeout"]
+__all__ = ["correlation", "dead_letter", "dedupe", "default_middleware", "retry", "timeout"]
 
 
 def default_middleware() -> list[Middleware]:
