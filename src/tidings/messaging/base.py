@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from tidings.eventstore.base import DEFAULT_MAX_EVENT_BYTES, Wakeup
 from tidings.eventstore.records import encode_event, to_micros
 from tidings.lifecycle import Resource
 from tidings.messaging.ports import (
+    Broker,
     Capabilities,
     PublishResult,
     Retention,
@@ -52,6 +54,7 @@ __all__ = ["BrokerBase", "ClaimResult", "Claimed", "Member", "Outgoing", "check_
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 DEFAULT_PARTITIONS: Final = 4
+_log: Final = logging.getLogger(__name__)
 
 
 def check_name(kind: str, name: object) -> str:
@@ -61,7 +64,7 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
-class BrokerBase(Resource):
+class BrokerBase(Resource, Broker):
     """The public `Broker` methods, written once on top of a backend's storage primitives.
 
     Attributes:
@@ -199,7 +202,10 @@ class BrokerBase(Resource):
 
     async def _close(self) -> None:
         for subscription in list(self._subscriptions):
-            await subscription.end(broker_closed=True)
+            try:
+                await subscription.end(broker_closed=True)
+            except Exception:  # its deliveries come back after their deadlines instead
+                _log.warning("could not hand back %r's deliveries", subscription, exc_info=True)
         if self._retention_task is not None:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

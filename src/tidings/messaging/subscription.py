@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -51,9 +52,11 @@ class Member:
     """One subscription's identity in its group, and the source of its lease numbers.
 
     Leases start at a random 52-bit number, so a lease identifies one claim of one member.
+    ``joined`` is where a backend keeps what joining told it (the SQLite broker: the ids of the
+    topic and group).
     """
 
-    __slots__ = ("_lease", "ack_deadline", "group", "id", "start", "topic")
+    __slots__ = ("_lease", "ack_deadline", "group", "id", "joined", "start", "topic")
 
     def __init__(
         self, topic: str, group: str, member_id: str, *, ack_deadline: float, start: StartFrom
@@ -63,6 +66,7 @@ class Member:
         self.id = member_id
         self.ack_deadline = ack_deadline
         self.start = start
+        self.joined: object = None
         self._lease = secrets.randbits(52)
 
     @classmethod
@@ -178,6 +182,10 @@ class Subscription(AsyncIterator[Delivery]):
         """Whether the subscription ended (closed by its caller or with its broker)."""
         return self._closed
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._unsettled} unsettled"
+        return f"<Subscription {self.member.group!r} on {self.member.topic!r}, {state}>"
+
     def __aiter__(self) -> Self:
         return self
 
@@ -208,8 +216,9 @@ class Subscription(AsyncIterator[Delivery]):
             return None  # a settlement wakes us
         result = await self.broker._claim(self.member, room)
         self._unsettled += len(result.claimed)
-        if self._closed:  # closed while claiming: hand them straight back
-            await self.broker._leave(self.member, result.claimed)
+        if self._closed:  # closed while claiming: hand them straight back, if still possible
+            with contextlib.suppress(Exception):
+                await self.broker._leave(self.member, result.claimed)
             return None
         self._buffer.extend(result.claimed)
         return result.due
@@ -261,7 +270,8 @@ class Subscription(AsyncIterator[Delivery]):
         self.broker._forget(self)
         unyielded, self._buffer = list(self._buffer), deque()
         try:
-            await self.broker._leave(self.member, unyielded)
+            if self._joined:
+                await self.broker._leave(self.member, unyielded)
         finally:
             self.broker._wakeup.notify()  # the others may claim what it held; our waiter stops
 
@@ -273,6 +283,8 @@ class Subscription(AsyncIterator[Delivery]):
             await self.broker._ensure_open()
             await self.broker._join(self.member)
             self._joined = True
+            if self._closed:  # closed while joining: leave again
+                await self.broker._leave(self.member, [])
 
     async def __aenter__(self) -> Self:
         await self.join()

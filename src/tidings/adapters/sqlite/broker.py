@@ -9,7 +9,8 @@ partitions, committed offsets) is the one every tidings broker follows; see
 Writes go through a group commit (`tidings.adapters.sqlite.broker_commit`): concurrent
 publishes, claims and settlements of the process share one transaction and one fsync.
 Consumers wake at once in the same process; across processes a poller watches
-``PRAGMA data_version`` (it changes when another connection commits) every 20 ms. A delivery
+``PRAGMA data_version`` on the writer's connection (it changes when another connection
+commits) every 20 ms. A delivery
 nacked with a delay, or left unsettled past its deadline, becomes visible at a stored time; a
 waiting consumer sleeps until the earliest such time of its group.
 """
@@ -25,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
+from tidings.adapters.sqlite import broker_claims as claims
 from tidings.adapters.sqlite import broker_ops as ops
 from tidings.adapters.sqlite import broker_sql as q
 from tidings.adapters.sqlite.broker_commit import GroupCommit, Work, now_us
@@ -87,9 +89,7 @@ class SQLiteBroker(BrokerBase):
         self.poll_interval = poll_interval
         self.await_acks = await_acks
         self._writer = SQLiteThread(self.path, synchronous=synchronous, name="tidings-broker-w")
-        self._reader = SQLiteThread(self.path, read_only=True, name="tidings-broker-r")
         self._commit = GroupCommit(self._writer)
-        self._groups: dict[str, ops.GroupRef] = {}
         self._poller: asyncio.Task[None] | None = None
 
     async def _open_storage(self) -> None:
@@ -97,7 +97,6 @@ class SQLiteBroker(BrokerBase):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
         await self._writer.run(lambda conn: conn.executescript(q.SCHEMA), "create tables")
-        await self._reader.start()
 
     async def _close_storage(self) -> None:
         await self._commit.drain()
@@ -105,7 +104,6 @@ class SQLiteBroker(BrokerBase):
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        await self._reader.close()
         await self._writer.close()
 
     # -- topics and publishing ---------------------------------------------------------------
@@ -123,28 +121,28 @@ class SQLiteBroker(BrokerBase):
 
     async def _join(self, member: Member) -> None:
         join = partial(
-            ops.join,
+            claims.join,
             topic=member.topic,
             group=member.group,
             member=member.id,
             start=member.start,
             session_us=_session_us(member),
         )
-        self._groups[member.id] = await self._commit.run(join)
+        member.joined = await self._commit.run(join)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._watch_other_processes())
 
     async def _claim(self, member: Member, limit: int) -> ClaimResult:
         session_us = _session_us(member)
-        request = ops.ClaimRequest(
-            self._groups[member.id],
+        request = claims.ClaimRequest(
+            _ref(member),
             member.id,
             limit,
             member.next_lease(),
             int(member.ack_deadline * _US),
             session_us,
         )
-        claimed, due_us = await self._commit.run(partial(ops.claim, request=request))
+        claimed, due_us = await self._commit.run(partial(claims.claim, request=request))
         heartbeat = session_us / 3 / _US
         due = heartbeat if due_us is None else min(heartbeat, max(0.0, (due_us - now_us()) / _US))
         return ClaimResult(claimed, due)
@@ -152,27 +150,27 @@ class SQLiteBroker(BrokerBase):
     # -- settlement --------------------------------------------------------------------------
 
     async def _ack(self, member: Member, claimed: Claimed) -> None:
-        ref = self._groups[member.id]
-        await self._settle(partial(ops.ack, ref=ref, claimed=claimed))
+        ref = _ref(member)
+        await self._settle(partial(claims.ack, ref=ref, claimed=claimed))
 
     async def _nack(self, member: Member, claimed: Claimed, delay: float) -> None:
-        ref, delay_us = self._groups[member.id], int(delay * _US)
-        await self._settle(partial(ops.nack, ref=ref, claimed=claimed, delay_us=delay_us))
+        ref, delay_us = _ref(member), int(delay * _US)
+        await self._settle(partial(claims.nack, ref=ref, claimed=claimed, delay_us=delay_us))
 
     async def _extend(self, member: Member, claimed: Claimed, seconds: float) -> None:
-        ref, seconds_us = self._groups[member.id], int(seconds * _US)
-        await self._settle(partial(ops.extend, ref=ref, claimed=claimed, seconds_us=seconds_us))
+        ref, seconds_us = _ref(member), int(seconds * _US)
+        await self._settle(partial(claims.extend, ref=ref, claimed=claimed, seconds_us=seconds_us))
 
     async def _settle(self, work: Work[int]) -> None:
         if self.await_acks:
             await self._commit.run(work)
         else:
-            self._commit.submit(work).add_done_callback(_log_failure)
+            self._commit.submit(work, single=True).add_done_callback(_log_failure)
 
     async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
         work = partial(
-            ops.dead_letter,
-            ref=self._groups[member.id],
+            claims.dead_letter,
+            ref=_ref(member),
             claimed=claimed,
             topic=member.topic,
             message=message,
@@ -180,10 +178,10 @@ class SQLiteBroker(BrokerBase):
         await self._commit.run(work)
 
     async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
-        ref = self._groups.get(member.id)
-        if ref is None:
+        ref = member.joined
+        if not isinstance(ref, claims.GroupRef):
             return  # never joined
-        work = partial(ops.leave, ref=ref, member=member.id, unyielded=unyielded)
+        work = partial(claims.leave, ref=ref, member=member.id, unyielded=unyielded)
         await self._commit.run(work)
 
     # -- replay and retention ----------------------------------------------------------------
@@ -200,13 +198,21 @@ class SQLiteBroker(BrokerBase):
     # -- wake-up across processes ------------------------------------------------------------
 
     async def _watch_other_processes(self) -> None:
+        # On the writer's own connection, data_version changes only for other connections'
+        # commits: this process's commits (already announced in process) wake no one twice.
         last = None
         while True:
-            version = await self._reader.run(_data_version, "poll")
+            version = await self._writer.run(_data_version, "poll")
             if last is not None and version != last:
                 self._wakeup.notify()
             last = version
             await asyncio.sleep(self.poll_interval)
+
+
+def _ref(member: Member) -> claims.GroupRef:
+    """Return where the (joined) member's group lives."""
+    assert isinstance(member.joined, claims.GroupRef), f"{member!r} has not joined"
+    return member.joined
 
 
 def _log_failure(future: asyncio.Future[int]) -> None:

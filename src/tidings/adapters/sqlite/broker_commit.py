@@ -38,6 +38,7 @@ def now_us() -> int:
 class _Queued(Generic[T]):
     work: Work[T]
     future: asyncio.Future[T]
+    single: bool  # one statement: atomic by itself, no savepoint needed
 
 
 class GroupCommit:
@@ -52,14 +53,16 @@ class GroupCommit:
         """Queue ``work`` for the next transaction; return its result once committed."""
         return await self.submit(work)
 
-    def submit(self, work: Work[T]) -> asyncio.Future[T]:
+    def submit(self, work: Work[T], *, single: bool = False) -> asyncio.Future[T]:
         """Queue ``work`` for the next transaction and return at once, with its future.
 
         Work submitted later is committed in the same transaction or a later one, never an
-        earlier one, so the order of submissions is the order of their effects.
+        earlier one, so the order of submissions is the order of their effects. ``single``
+        work runs one statement, which SQLite undoes by itself when it fails: it runs without
+        a savepoint of its own.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(work, future))  # type: ignore[arg-type]
+        self._queue.append(_Queued(work, future, single))  # type: ignore[arg-type]
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return future
@@ -92,7 +95,7 @@ def _commit(conn: sqlite3.Connection, *, batch: list[_Queued[object]]) -> list[o
     conn.execute("BEGIN IMMEDIATE")
     try:
         now = now_us()
-        outcomes = [_one(conn, queued.work, now) for queued in batch]
+        outcomes = [_one(conn, queued, now) for queued in batch]
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -101,14 +104,21 @@ def _commit(conn: sqlite3.Connection, *, batch: list[_Queued[object]]) -> list[o
     return outcomes
 
 
-def _one(conn: sqlite3.Connection, work: Work[object], now: int) -> object:
+def _one(conn: sqlite3.Connection, queued: _Queued[object], now: int) -> object:
+    if queued.single:
+        return _attempt(conn, queued.work, now)
     conn.execute("SAVEPOINT op")
+    outcome = _attempt(conn, queued.work, now)
+    if isinstance(outcome, Exception):
+        conn.execute("ROLLBACK TO op")
+    conn.execute("RELEASE op")
+    return outcome
+
+
+def _attempt(conn: sqlite3.Connection, work: Work[object], now: int) -> object:
+    """Return what the work returns, or the (translated) exception it raised."""
     try:
         with translate_errors(getattr(getattr(work, "func", work), "__name__", "write")):
-            result = work(conn, now)
+            return work(conn, now)
     except Exception as exc:
-        conn.execute("ROLLBACK TO op")
-        conn.execute("RELEASE op")
         return exc
-    conn.execute("RELEASE op")
-    return result
