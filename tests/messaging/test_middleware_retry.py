@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -24,12 +23,6 @@ types = EventTypes()
 @dataclass(frozen=True)
 class Job:
     name: str
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    async with MemoryBroker() as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from tests.messaging.support import until
 
 from tidings import App, EventTypes
 from tidings.adapters.memory.broker import MemoryBroker
@@ -22,20 +22,6 @@ types = EventTypes()
 @dataclass(frozen=True)
 class Job:
     name: str
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("timed out waiting")
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    async with MemoryBroker() as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.messaging.support import until
 
 from tidings import App, Event, EventTypes
 from tidings.adapters.memory.broker import MemoryBroker
@@ -42,22 +43,8 @@ class NotRegistered:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    async with MemoryBroker() as opened:
-        yield opened
-
-
-@pytest.fixture
 def topic() -> str:
     return f"orders-{uuid.uuid4().hex[:8]}"
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("timed out waiting")
 
 
 async def take(broker: MemoryBroker, topic: str, group: str, idle: float = 0.2) -> list[Delivery]:

@@ -29,12 +29,6 @@ class Step:
     seq: int
 
 
-@pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    async with MemoryBroker() as opened:
-        yield opened
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 async def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'b.db'}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from tests.messaging.support import until
 
 from tidings import App, EventTypes
 from tidings.adapters.memory.broker import MemoryBroker
@@ -26,22 +26,8 @@ class Step:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    async with MemoryBroker() as opened:
-        yield opened
-
-
-@pytest.fixture
 def topic() -> str:
     return f"steps-{uuid.uuid4().hex[:8]}"
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("timed out waiting")
 
 
 async def publish_steps(broker: MemoryBroker, topic: str, key: str, count: int) -> None:
