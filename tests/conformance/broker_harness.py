@@ -9,6 +9,7 @@ one run, `write_capability_table` rewrites the generated section of ``docs/messa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -98,6 +99,9 @@ def _sqlite(tmp_path: Path) -> BrokerHarness:
 NATS_URL: Final = "nats://127.0.0.1:4222"
 
 
+_TEARDOWN_SECONDS = 20.0
+
+
 class NatsBrokerHarness(BrokerHarness):
     """`NatsBroker` on the local server; the service restarted is nats-server itself (SIGKILL).
 
@@ -132,6 +136,18 @@ class NatsBrokerHarness(BrokerHarness):
 
     async def aclose(self) -> None:
         """Delete the topics the brokers know, then close them."""
+        # Bounded: a teardown hang (seen twice in ~6 full runs, after the nats-server restart
+        # scenario; not yet understood) must not cost the run 300 s. Cleanup is best effort:
+        # every test's topic name is unique, so a leftover stream harms no other test.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_TEARDOWN_SECONDS):
+                await self._delete_topics()
+        for broker in self._brokers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TEARDOWN_SECONDS):
+                    await broker.aclose()
+
+    async def _delete_topics(self) -> None:
         from tidings.adapters.nats import NatsBroker
 
         cleaner = NatsBroker(NATS_URL, fsync_ack_warning=False)
@@ -140,8 +156,6 @@ class NatsBrokerHarness(BrokerHarness):
                 assert isinstance(broker, NatsBroker)
                 for info in broker.known_topics():
                     await cleaner.delete_topic(info.name)
-        for broker in self._brokers:
-            await broker.aclose()
 
     async def enforce_retention(self, broker: Broker) -> None:
         """Run the broker's retention pass."""
