@@ -16,10 +16,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
 
 from tidings.errors import BackendError, BackendUnavailableError, ConfigurationError
 
-__all__ = ["BACKEND", "GroupRun", "Listener", "conninfo_from_url", "translate_errors"]
+__all__ = [
+    "BACKEND",
+    "GroupRun",
+    "Listener",
+    "conninfo_from_url",
+    "open_pool",
+    "translate_errors",
+]
 
 BACKEND: Final = "postgresql"
 _SCHEMES: Final = frozenset({"postgresql", "postgres"})
@@ -167,3 +176,39 @@ def _retrieve(future: asyncio.Future[T]) -> None:
     # Every waiter may have been cancelled; never leave an exception "never retrieved".
     if not future.cancelled():
         future.exception()
+
+
+PoolConn = psycopg.AsyncConnection[TupleRow]
+
+
+async def open_pool(
+    conninfo: str,
+    *,
+    sizes: tuple[int, int],
+    name: str,
+    timeout: float,
+    setup: Callable[[PoolConn], Awaitable[None]],
+    configure: Callable[[PoolConn], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool[PoolConn]:
+    """Open an autocommit pool, run ``setup`` (create tables) on one connection, return it.
+
+    The pool is closed again if opening or setup fails, and psycopg errors are translated.
+    """
+    pool: AsyncConnectionPool[PoolConn] = AsyncConnectionPool(
+        conninfo,
+        min_size=sizes[0],
+        max_size=sizes[1],
+        kwargs={"autocommit": True},
+        configure=configure,
+        open=False,
+        name=name,
+    )
+    try:
+        with translate_errors():
+            await pool.open(wait=True, timeout=timeout)
+            async with pool.connection() as conn:
+                await setup(conn)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool

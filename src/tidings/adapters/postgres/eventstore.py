@@ -64,6 +64,7 @@ from tidings.adapters.postgres.connection import (
     GroupRun,
     Listener,
     conninfo_from_url,
+    open_pool,
     translate_errors,
 )
 from tidings.adapters.postgres.group_commit import GroupCommit, Request
@@ -147,23 +148,14 @@ class PostgresEventStore(StoreBase):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool = await open_pool(
             self._conninfo,
-            min_size=self._sizes[0],
-            max_size=self._sizes[1],
-            kwargs={"autocommit": True},
-            configure=self._configure,
-            open=False,
+            sizes=self._sizes,
             name=f"tidings-{self.schema}",
+            timeout=self.connect_timeout,
+            setup=self._create_tables,
+            configure=self._configure,
         )
-        try:
-            with translate_errors():
-                await pool.open(wait=True, timeout=self.connect_timeout)
-                async with pool.connection() as conn:
-                    await self._create_tables(conn)
-        except BaseException:
-            await pool.close()
-            raise
         self._pool = pool
 
     async def _configure(self, conn: Conn) -> None:

@@ -16,7 +16,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from tidings.adapters.postgres import sql as q
-from tidings.adapters.postgres.connection import conninfo_from_url, translate_errors
+from tidings.adapters.postgres.connection import conninfo_from_url, open_pool, translate_errors
 from tidings.domain.snapshots import Snapshot, SnapshotStore
 from tidings.lifecycle import Resource
 
@@ -61,22 +61,13 @@ class PostgresTables(Resource):
         return sql.SQL(template).format(table=name).as_bytes()
 
     async def _open(self) -> None:
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool = await open_pool(
             self._conninfo,
-            min_size=self._sizes[0],
-            max_size=self._sizes[1],
-            kwargs={"autocommit": True},
-            open=False,
+            sizes=self._sizes,
             name=f"tidings-{self.table}-{self.schema}",
+            timeout=self.connect_timeout,
+            setup=self._create,
         )
-        try:
-            with translate_errors():
-                await pool.open(wait=True, timeout=self.connect_timeout)
-                async with pool.connection() as conn:
-                    await self._create(conn)
-        except BaseException:
-            await pool.close()
-            raise
         self._pool = pool
 
     async def _create(self, conn: Conn) -> None:
