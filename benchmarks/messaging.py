@@ -10,6 +10,7 @@ prints the publish-to-handler latency of `SQLiteBroker` at a steady 1,000 events
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Final
 
 from benchmarks._messaging_sqlite import measure_latency, measure_raw_latency, sqlite_cases
@@ -21,14 +22,18 @@ CASES = Cases()
 for case in sqlite_cases():
     CASES.append(case)
 
-try:
-    from benchmarks._messaging_nats import PACKAGES as NATS_PACKAGES
-    from benchmarks._messaging_nats import nats_cases
-except ImportError:  # the NATS part is optional
-    pass
-else:
-    PACKAGES = (*PACKAGES, *NATS_PACKAGES)  # type: ignore[misc]
-    for case in nats_cases():
+for _backend in ("nats", "postgres", "redis", "kafka"):
+    # Each backend's cases live in `benchmarks._messaging_<backend>`: PACKAGES, <backend>_cases().
+    try:
+        _module = importlib.import_module(f"benchmarks._messaging_{_backend}")
+    except ImportError as exc:  # that part is optional (its driver or module is missing)
+        if exc.name not in (f"benchmarks._messaging_{_backend}", None) and not str(
+            exc.name
+        ).startswith(("nats", "psycopg", "redis", "confluent_kafka", "aiokafka", "faststream")):
+            raise
+        continue
+    PACKAGES = (*PACKAGES, *_module.PACKAGES)  # type: ignore[misc]
+    for case in getattr(_module, f"{_backend}_cases")():
         CASES.append(case)
 
 

@@ -52,6 +52,9 @@ BACKENDS: Final[dict[str, dict[str, str]]] = {
         "memory": "tidings.adapters.memory.broker:MemoryBroker",
         "sqlite": "tidings.adapters.sqlite.broker:SQLiteBroker",
         "nats": "tidings.adapters.nats.broker:NatsBroker",
+        "postgresql": "tidings.adapters.postgres.broker:PostgresBroker",
+        "redis": "tidings.adapters.redis.broker:RedisBroker",
+        "kafka": "tidings.adapters.kafka.broker:KafkaBroker",
     },
 }
 """Capability -> scheme -> ``"module:Class"``; every class takes the URL as its first argument."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,7 +31,14 @@ from tidings.testing.conformance.broker import (
 from tidings.urls import resolve
 
 DOC: Final = Path(__file__).resolve().parents[2] / "docs" / "messaging.md"
-URLS: Final = {"memory": "memory://", "sqlite": "sqlite:///tidings.db", "nats": "nats://127.0.0.1"}
+URLS: Final = {
+    "memory": "memory://",
+    "sqlite": "sqlite:///tidings.db",
+    "nats": "nats://127.0.0.1",
+    "postgresql": "postgresql://127.0.0.1/test",
+    "redis": "redis://127.0.0.1:6379",
+    "kafka": "kafka://127.0.0.1:9092",
+}
 """Each backend's name in the table and a URL of its scheme, in the table's column order."""
 
 
@@ -196,6 +204,23 @@ HARNESSES: Final[dict[str, Callable[[Path], BrokerHarness]]] = {
 """Backend name -> a factory of its harness, given the test's ``tmp_path``."""
 MARKS: Final[dict[str, tuple[pytest.MarkDecorator, ...]]] = {"nats": (pytest.mark.nats,)}
 """Backend name -> the pytest marks of its cases (``pytest.mark.nats``...)."""
+
+HARNESS_MODULES: Final = {
+    "postgresql": "tests.conformance.harness_postgres",
+    "redis": "tests.conformance.harness_redis",
+    "kafka": "tests.conformance.harness_kafka",
+}
+"""Backends whose harness lives in a module of its own: ``make_harness(tmp_path)`` and ``MARKS``."""
+
+for _name, _module_name in HARNESS_MODULES.items():
+    try:
+        _module = importlib.import_module(_module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _module_name:
+            raise
+        continue  # that backend's harness is not written yet
+    HARNESSES[_name] = _module.make_harness
+    MARKS[_name] = tuple(_module.MARKS)
 
 
 @pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, ())) for name in HARNESSES])
