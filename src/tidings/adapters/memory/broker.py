@@ -17,6 +17,7 @@ from itertools import chain
 from typing import Final
 
 from tidings.adapters.memory import broker_log as log
+from tidings.events import Event
 from tidings.messaging.base import BrokerBase, Claimed, ClaimResult, Member, Outgoing
 from tidings.messaging.ports import (
     Capabilities,
@@ -29,6 +30,8 @@ from tidings.messaging.ports import (
     dead_letter_topic,
     partition_for,
 )
+from tidings.messaging.stored import from_envelope
+from tidings.messaging.transfer import StoredMessage, TopicTransfer
 
 __all__ = ["MEMORY_CAPABILITIES", "MemoryBroker"]
 
@@ -38,7 +41,7 @@ MEMORY_CAPABILITIES: Final = Capabilities(
 )
 
 
-class MemoryBroker(BrokerBase):
+class MemoryBroker(BrokerBase, TopicTransfer):
     """A broker in this process's memory (``memory://``); one instance is one broker."""
 
     capabilities = MEMORY_CAPABILITIES
@@ -73,12 +76,16 @@ class MemoryBroker(BrokerBase):
         log = self._topic(topic)
         return [self._append_one(log, message) for message in messages]
 
-    def _append_one(self, topic: log.Topic, message: Outgoing) -> PublishResult:
+    def _append_one(
+        self, topic: log.Topic, message: Outgoing, at: int | None = None
+    ) -> PublishResult:
         event_id = message.event_id
         if event_id is not None and event_id in topic.ids:
             return PublishResult(event_id, *topic.ids[event_id], duplicate=True)
-        index = partition_for(message.key, len(topic.partitions), fallback=topic.keyless)
-        topic.keyless += message.key is None
+        index = at
+        if index is None:
+            index = partition_for(message.key, len(topic.partitions), fallback=topic.keyless)
+            topic.keyless += message.key is None
         partition = topic.partitions[index]
         stored = log.Message(
             message.key,
@@ -183,3 +190,49 @@ class MemoryBroker(BrokerBase):
     async def _enforce_retention(self) -> int:
         now_us = time.time_ns() // 1000
         return sum(log.expire(topic, now_us) for topic in self._topics.values())
+
+    # -- moving topics (tidings.messaging.transfer) -------------------------------------------
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        """Return the topic's shape, or None when it does not exist."""
+        state = self._topics.get(topic)
+        return None if state is None else state.info
+
+    async def read_partition(
+        self, topic: str, partition: int, *, from_offset: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Return up to ``limit`` retained messages of a partition from an offset, in order."""
+        stored = self._existing(topic, partition).partitions[partition]
+        start = max(from_offset, stored.base)
+        window = stored.messages[start - stored.base : start - stored.base + limit]
+        return [
+            from_envelope(partition, offset, m.key, m.envelope, m.flags)
+            for offset, m in enumerate(window, start)
+        ]
+
+    async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:
+        """Return each group's committed offset per partition."""
+        state = self._topics.get(topic)
+        groups = {} if state is None else state.groups
+        return {
+            name: {p: g.committed(p) for p in range(len(g.cursors))} for name, g in groups.items()
+        }
+
+    async def append_to_partition(
+        self, topic: str, partition: int, messages: Sequence[tuple[Event, str | None]]
+    ) -> list[PublishResult]:
+        """Store (event, key) pairs at the end of one partition, in order, once per event id."""
+        await self._ensure_open()
+        state = self._existing(topic, partition)
+        outgoing = [self._outgoing(event, key) for event, key in messages]
+        results = [self._append_one(state, message, partition) for message in outgoing]
+        self._wakeup.notify()
+        return results
+
+    def _existing(self, topic: str, partition: int) -> log.Topic:
+        state = self._topics.get(topic)
+        if state is None:
+            raise ValueError(f"topic {topic!r} does not exist")
+        if not 0 <= partition < len(state.partitions):
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
+        return state

@@ -21,7 +21,7 @@ from typing import Final
 
 from nats.aio.client import Client
 
-from tidings.adapters.nats import codec
+from tidings.adapters.nats import codec, transfer
 from tidings.adapters.nats.attempts import ensure_attempts_stream, forget_topic
 from tidings.adapters.nats.capabilities import NATS_CAPABILITIES
 from tidings.adapters.nats.connection import connect, translate_errors
@@ -49,13 +49,14 @@ from tidings.messaging.ports import (
     dead_letter_topic,
     partition_for,
 )
+from tidings.messaging.transfer import StoredMessage, TopicTransfer
 
 __all__ = ["NatsBroker"]
 
 _HEADER_ROOM: Final = 4096
 
 
-class NatsBroker(Resource, Broker):
+class NatsBroker(Resource, Broker, TopicTransfer):
     """A broker on NATS JetStream; open it with ``async with NatsBroker(url) as broker``.
 
     Args:
@@ -280,6 +281,43 @@ class NatsBroker(Resource, Broker):
         for info in self._catalog.known():
             removed += await self._trimmer.trim(info)
         return removed
+
+    # -- moving topics (tidings.messaging.transfer) ---------------------------------------------
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        """Return the topic's shape as stored on the server, or None when it does not exist."""
+        await self._ensure_open()
+        return await self._catalog.find(topic)
+
+    async def read_partition(
+        self, topic: str, partition: int, *, from_offset: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Return up to ``limit`` retained messages of a partition from an offset, in order."""
+        await self._ensure_open()
+        info = transfer.check_partition(await self._catalog.find(topic), topic, partition)
+        jsm = self.connection.jsm()
+        return await transfer.read_partition(jsm, info, partition, from_offset, limit)
+
+    async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:
+        """Return each group's committed offset (its consumers' ack floors) per partition."""
+        await self._ensure_open()
+        info = await self._catalog.find(topic)
+        if info is None:
+            return {}
+        return await transfer.group_positions(self.connection.jsm(), info)
+
+    async def append_to_partition(
+        self, topic: str, partition: int, messages: Sequence[tuple[Event, str | None]]
+    ) -> list[PublishResult]:
+        """Store (event, key) pairs at the end of one partition, in order, once per event id."""
+        for event, _ in messages:
+            if not isinstance(event, Event):
+                raise TypeError(f"expected tidings.Event, got {type(event).__name__}")
+        await self._ensure_open()
+        info = transfer.check_partition(await self._catalog.find(topic), topic, partition)
+        if not messages:
+            return []
+        return await self._send(info, transfer.outgoing(info, partition, messages))
 
     def known_topics(self) -> list[TopicInfo]:
         """Return the topics this broker created, published to or subscribed to."""

@@ -29,8 +29,10 @@ from typing import Final
 from tidings.adapters.sqlite import broker_claims as claims
 from tidings.adapters.sqlite import broker_ops as ops
 from tidings.adapters.sqlite import broker_sql as q
+from tidings.adapters.sqlite import broker_transfer as transfer
 from tidings.adapters.sqlite.broker_commit import GroupCommit, Work, now_us
 from tidings.adapters.sqlite.connection import SQLiteThread, Synchronous, path_from_url
+from tidings.events import Event
 from tidings.messaging.base import BrokerBase, Claimed, ClaimResult, Member, Outgoing
 from tidings.messaging.ports import (
     Capabilities,
@@ -40,6 +42,7 @@ from tidings.messaging.ports import (
     Support,
     TopicInfo,
 )
+from tidings.messaging.transfer import StoredMessage, TopicTransfer
 
 __all__ = ["SQLITE_CAPABILITIES", "SQLiteBroker"]
 
@@ -53,7 +56,7 @@ def _session_us(member: Member) -> int:
     return int(min(max(member.ack_deadline, 1.0), 10.0) * _US)
 
 
-class SQLiteBroker(BrokerBase):
+class SQLiteBroker(BrokerBase, TopicTransfer):
     """A broker in one SQLite database file, shared by every process that opens it.
 
     Args:
@@ -194,6 +197,45 @@ class SQLiteBroker(BrokerBase):
 
     async def _enforce_retention(self) -> int:
         return await self._commit.run(ops.expire)
+
+    # -- moving topics (tidings.messaging.transfer) -------------------------------------------
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        """Return the topic's shape, or None when it does not exist."""
+        await self._ensure_open()
+        return await self._commit.run(partial(transfer.describe_topic, topic=topic))
+
+    async def read_partition(
+        self, topic: str, partition: int, *, from_offset: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Return up to ``limit`` retained messages of a partition from an offset, in order."""
+        await self._ensure_open()
+        read = partial(
+            transfer.read_partition,
+            topic=topic,
+            partition=partition,
+            start=from_offset,
+            limit=limit,
+        )
+        return await self._commit.run(read)
+
+    async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:
+        """Return each group's committed offset per partition (after queued settlements)."""
+        await self._ensure_open()
+        return await self._commit.run(partial(transfer.group_positions, topic=topic))
+
+    async def append_to_partition(
+        self, topic: str, partition: int, messages: Sequence[tuple[Event, str | None]]
+    ) -> list[PublishResult]:
+        """Store (event, key) pairs at the end of one partition, in order, once per event id."""
+        outgoing = [self._outgoing(event, key) for event, key in messages]
+        await self._ensure_open()
+        work = partial(
+            transfer.append_to_partition, topic=topic, partition=partition, messages=outgoing
+        )
+        results = await self._commit.run(work)
+        self._wakeup.notify()
+        return results
 
     # -- wake-up across processes ------------------------------------------------------------
 

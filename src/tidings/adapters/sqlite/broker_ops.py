@@ -78,8 +78,10 @@ class _Appender:
     rows: list[tuple[object, ...]] = field(default_factory=list)
     seen: dict[str, PublishResult] = field(default_factory=dict)
 
-    def add(self, conn: sqlite3.Connection | None, message: Outgoing) -> PublishResult:
-        """Place a message; with a connection, look its event id up in the table first."""
+    def add(
+        self, conn: sqlite3.Connection | None, message: Outgoing, at: int | None = None
+    ) -> PublishResult:
+        """Place a message in partition ``at`` (else its key's); given ``conn``, look its id up."""
         event_id = message.event_id
         if event_id is not None:
             known = self.seen.get(event_id)
@@ -87,8 +89,10 @@ class _Appender:
                 known = _stored(conn, self.topic.topic_id, event_id)
             if known is not None:
                 return PublishResult(event_id, known.partition, known.offset, duplicate=True)
-        partition = partition_for(message.key, self.topic.partitions, fallback=self.keyless)
-        self.keyless += message.key is None
+        partition = at
+        if partition is None:
+            partition = partition_for(message.key, self.topic.partitions, fallback=self.keyless)
+            self.keyless += message.key is None
         offset = self.heads[partition]
         self.heads[partition] = offset + 1
         headers = None if not message.headers else msgspec.json.encode(message.headers)
@@ -114,8 +118,11 @@ def append(
     topic: str,
     messages: Sequence[Outgoing],
     partitions: int = DEFAULT_PARTITIONS,
+    at: int | None = None,
 ) -> list[PublishResult]:
     """Store messages at the heads of their partitions, skipping event ids already stored.
+
+    ``at`` puts every message in that one partition instead of the partition of its key.
 
     The ids are first left to the unique index (one insert per message, no lookup); only a
     batch that holds a stored id is rolled back and placed again, looking every id up.
@@ -126,12 +133,12 @@ def append(
     conn.execute("SAVEPOINT unchecked")
     try:
         appender = _Appender(row, dict(heads), keyless, now)
-        results = [appender.add(None, message) for message in messages]
+        results = [appender.add(None, message, at) for message in messages]
         conn.executemany(q.INSERT_MESSAGE, appender.rows)
     except sqlite3.IntegrityError:  # an id was stored before: place them again, looking up
         conn.execute("ROLLBACK TO unchecked")
         appender = _Appender(row, dict(heads), keyless, now)
-        results = [appender.add(conn, message) for message in messages]
+        results = [appender.add(conn, message, at) for message in messages]
         conn.executemany(q.INSERT_MESSAGE, appender.rows)
     conn.execute("RELEASE unchecked")
     moved = [(head, row.topic_id, p) for p, head in appender.heads.items() if head != heads[p]]

@@ -31,8 +31,9 @@ when they do not, and its outcome is recorded in `RESULTS`, from which the capab
 worker process, restart the service, publish raw bytes) is declared in `Features`.
 
 The cases are grouped by topic in mixin classes: `publishing`, `groups` (with the per-key
-order torture in `ordering`), `settlement`, `replay` (with retention and durability) and
-`faults`. `BrokerConformance`, here, combines them.
+order torture in `ordering`), `settlement`, `replay` (with retention and durability),
+`faults` and `transfer` (a topic read out and appended in, for topic migration).
+`BrokerConformance`, here, combines them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from tidings.testing.conformance.broker.replay import (
 )
 from tidings.testing.conformance.broker.results import RESULTS, Outcome, Results, proves
 from tidings.testing.conformance.broker.settlement import SettleCases
+from tidings.testing.conformance.broker.transfer import TransferCases
 
 __all__ = [
     "RESULTS",
@@ -83,6 +85,7 @@ class BrokerConformance(
     RetentionCases,
     DurabilityCases,
     FaultCases,
+    TransferCases,
 ):
     """Every behaviour a broker must show; subclass it in a test module to run it.
 
