@@ -1,0 +1,65 @@
+"""Which class reads which outbox: the relay's URL and source kind -> ``"module:Class"``.
+
+``tidings outbox relay URL BROKER_URL`` picks a source by the URL's scheme and a kind: ``table``
+(the outbox table, the default) or another kind registered here (``--source KIND``, or
+``?source=KIND`` in the URL, which is removed before the source sees the URL). Every class
+takes the URL as its first argument and the options given on the command line (``schema``,
+``table``, ``retention``...) as keyword arguments; nothing is imported until asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Final, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tidings.errors import ConfigurationError
+from tidings.outbox.ports import OutboxSource
+from tidings.urls import EXTRAS, scheme_of
+
+__all__ = ["DEFAULT_KIND", "SOURCES", "open_source", "split_kind"]
+
+DEFAULT_KIND: Final = "table"
+
+SOURCES: Final[dict[tuple[str, str], str]] = {
+    ("table", "sqlite"): "tidings.adapters.sqlite.outbox:SQLiteOutboxSource",
+    ("table", "postgresql"): "tidings.adapters.postgres.outbox:PostgresOutboxSource",
+}
+"""(kind, scheme) -> ``"module:Class"`` of an `OutboxSource`."""
+
+
+def split_kind(url: str, kind: str | None = None) -> tuple[str, str]:
+    """Return (the URL without a ``source`` query parameter, the kind).
+
+    An explicit ``kind`` wins over the URL's ``?source=``; neither means `DEFAULT_KIND`.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for name, value in query if name == "source"]
+    rest = [(name, value) for name, value in query if name != "source"]
+    stripped = urlunsplit(parts._replace(query=urlencode(rest)))
+    return stripped, kind or (named[-1] if named else DEFAULT_KIND)
+
+
+def open_source(url: str, kind: str | None = None, **options: object) -> OutboxSource:
+    """Return an (unopened) outbox source for a URL and kind.
+
+    Raises:
+        ConfigurationError: no source of that kind for the scheme, or its driver is missing.
+    """
+    url, kind = split_kind(url, kind)
+    scheme = scheme_of(url)
+    target = SOURCES.get((kind, scheme))
+    if target is None:
+        known = ", ".join(sorted(f"{s}:// ({k})" for k, s in SOURCES))
+        raise ConfigurationError(f"no {kind!r} outbox source for {scheme}:// (known: {known})")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(scheme)
+        hint = f": pip install 'tidings[{extra}]'" if extra else ""
+        message = f"cannot load the {scheme} outbox{hint} ({exc})"
+        raise ConfigurationError(message, extra=extra) from exc
+    cls = getattr(module, class_name)
+    return cast(OutboxSource, cls(url, **options))
