@@ -6,6 +6,7 @@ import typer
 
 from tidings import __version__
 from tidings.cli import demo, dlq, doctor, eventstore, ordering, projections, worker
+from tidings.cli import outbox as outbox_cli
 
 __all__ = ["app", "main"]
 
@@ -39,6 +40,7 @@ doctor.register(app)
 eventstore.register(app)
 ordering.register(app)
 projections.register(app)
+outbox_cli.register(app)
 worker.register(app)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Final, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from tidings.errors import ConfigurationError
 from tidings.outbox.ports import OutboxSource
@@ -33,12 +33,14 @@ def split_kind(url: str, kind: str | None = None) -> tuple[str, str]:
 
     An explicit ``kind`` wins over the URL's ``?source=``; neither means `DEFAULT_KIND`.
     """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    named = [value for name, value in query if name == "source"]
-    rest = [(name, value) for name, value in query if name != "source"]
-    stripped = urlunsplit(parts._replace(query=urlencode(rest)))
-    return stripped, kind or (named[-1] if named else DEFAULT_KIND)
+    base, mark, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    named = [value for name, value in pairs if name == "source"]
+    if not named:
+        return url, kind or DEFAULT_KIND
+    rest = urlencode([(name, value) for name, value in pairs if name != "source"])
+    stripped = f"{base}{mark}{rest}" if rest else base
+    return stripped, kind or named[-1]
 
 
 def open_source(url: str, kind: str | None = None, **options: object) -> OutboxSource:
