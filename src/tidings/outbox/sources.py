@@ -24,6 +24,7 @@ DEFAULT_KIND: Final = "table"
 SOURCES: Final[dict[tuple[str, str], str]] = {
     ("table", "sqlite"): "tidings.adapters.sqlite.outbox:SQLiteOutboxSource",
     ("table", "postgresql"): "tidings.adapters.postgres.outbox:PostgresOutboxSource",
+    ("wal", "postgresql"): "tidings.adapters.postgres.outbox_wal:PostgresWalOutboxSource",
 }
 """(kind, scheme) -> ``"module:Class"`` of an `OutboxSource`."""
 
