@@ -1,0 +1,257 @@
+"""`KafkaBroker`: the messaging port on a Kafka-protocol broker (``kafka://host:9092``).
+
+How the port maps onto Kafka (each module's docstring has the details):
+
+- a topic is a Kafka topic with the requested partitions (`admin`); a key's partition is
+  `tidings.messaging.ports.partition_for` (CRC-32), chosen by tidings, not by the client's
+  partitioner, so every tidings backend places a key alike; records carry the tidings envelope
+  (`codec`);
+- publishing goes through one idempotent producer per broker (`producing`), with event ids
+  deduplicated against what this broker published (`dedup`);
+- a group is a Kafka consumer group; each subscription is a member whose consumer runs on its
+  own thread (`poller`) while claims, deadlines, nacks and commits live on the loop (`member`,
+  `partitions`): the committed offset is the lowest unsettled offset, never past a failed event;
+- replay seeks this broker's members, or alters the offsets of a group without members; by
+  time through ``offsets_for_times`` (`positions`);
+- retention is not offered (see `tidings.adapters.kafka.capabilities`).
+
+The client is confluent-kafka (librdkafka): against Tansu its idempotent producer, offset
+commits and offsets-by-time work, where aiokafka's idempotent producer handshake fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from tidings.adapters.kafka.admin import Admin
+from tidings.adapters.kafka.capabilities import KAFKA_CAPABILITIES
+from tidings.adapters.kafka.clients import client_config
+from tidings.adapters.kafka.codec import headers_of
+from tidings.adapters.kafka.dedup import PublishedIds
+from tidings.adapters.kafka.member import KafkaMember, ledger_group
+from tidings.adapters.kafka.options import parse_url
+from tidings.adapters.kafka.positions import Positions
+from tidings.adapters.kafka.producing import Record, Sender
+from tidings.errors import ConfigurationError
+from tidings.messaging.base import (
+    DEFAULT_PARTITIONS,
+    BrokerBase,
+    Claimed,
+    ClaimResult,
+    Member,
+    Outgoing,
+)
+from tidings.messaging.ports import (
+    Capabilities,
+    PublishResult,
+    Retention,
+    StartFrom,
+    TopicInfo,
+    dead_letter_topic,
+    partition_for,
+)
+
+__all__ = ["KafkaBroker"]
+
+_JOIN_FACTOR: Final = 3.0
+
+
+class KafkaBroker(BrokerBase):
+    """A broker on Kafka (or a Kafka-protocol server such as Tansu).
+
+    Args:
+        url: ``kafka://host:port`` (several hosts separated by commas); query options as below.
+        session_timeout: Seconds after which a silent member's partitions move to the others.
+        linger: Seconds the producer waits to fill a batch.
+        publish_timeout: Seconds a publish may take, retries through an outage included.
+        dedup_window: Event ids per topic remembered to drop duplicate publishes.
+        commit_interval: Seconds between background commits of group progress.
+        client_id: The Kafka client id.
+    """
+
+    capabilities: Capabilities = KAFKA_CAPABILITIES
+
+    def __init__(
+        self,
+        url: str = "kafka://127.0.0.1:9092",
+        *,
+        session_timeout: float | None = None,
+        linger: float | None = None,
+        publish_timeout: float | None = None,
+        dedup_window: int | None = None,
+        commit_interval: float | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        overrides: dict[str, object] = {
+            "session_timeout": session_timeout,
+            "linger": linger,
+            "publish_timeout": publish_timeout,
+            "dedup_window": dedup_window,
+            "commit_interval": commit_interval,
+            "client_id": client_id,
+        }
+        self.servers, self.options = parse_url(url, overrides)
+        self._ids = PublishedIds(self.options.dedup_window)
+        self._spread = itertools.count()
+        self._members: set[KafkaMember] = set()
+        self._sender: Sender | None = None
+        self._admin = Admin(self.servers, self.options)
+        self._positions = Positions(self.servers, self.options)
+
+    def __repr__(self) -> str:
+        return f"<KafkaBroker {self.servers} {self.state.value}>"
+
+    def known_topics(self) -> list[str]:
+        """Return the topics this broker created, published to or described."""
+        return self._admin.known_topics()
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete a topic and what it holds (its groups' offsets stay with the groups)."""
+        await self._ensure_open()
+        await self._admin.delete_topic(topic)
+
+    # -- storage primitives ----------------------------------------------------------------------
+
+    async def _open_storage(self) -> None:
+        self._sender = Sender(self.servers, self.options)
+
+    async def _close_storage(self) -> None:
+        if self._sender is not None:
+            await self._sender.aclose()
+
+    async def _ensure_topic(self, topic: str, partitions: int, retention: Retention) -> TopicInfo:
+        if retention.max_age is not None or retention.max_count is not None:
+            raise ConfigurationError(
+                "kafka:// topics do not offer tidings retention (see the capability notes)"
+            )
+        return await self._admin.ensure(topic, partitions)
+
+    async def _partitions(self, topic: str) -> int:
+        known = await self._admin.describe(topic)
+        if known is None:
+            known = (await self._admin.ensure(topic, DEFAULT_PARTITIONS)).partitions
+        return known
+
+    async def _append(self, topic: str, messages: Sequence[Outgoing]) -> list[PublishResult]:
+        assert self._sender is not None
+        count = await self._partitions(topic)
+        results: list[PublishResult | None] = [None] * len(messages)
+        first: dict[str, int] = {}
+        copies: dict[int, int] = {}
+        sending: list[tuple[int, Record]] = []
+        for index, message in enumerate(messages):
+            event_id = message.event_id
+            if event_id is not None:
+                known = self._ids.find(topic, event_id)
+                if known is not None:
+                    results[index] = PublishResult(event_id, *known, duplicate=True)
+                    continue
+                if event_id in first:
+                    copies[index] = first[event_id]
+                    continue
+                first[event_id] = index
+            sending.append((index, self._record(topic, message, count)))
+        stored = await self._sender.send([record for _, record in sending])
+        for (index, _), place in zip(sending, stored, strict=True):
+            event_id = messages[index].event_id
+            results[index] = PublishResult(event_id or "", *place)
+            if event_id is not None:
+                self._ids.remember(topic, event_id, place)
+        for index, original in copies.items():
+            done = results[original]
+            assert done is not None
+            results[index] = PublishResult(done.event_id, done.partition, done.offset, True)
+        return [result for result in results if result is not None]
+
+    def _record(self, topic: str, message: Outgoing, partitions: int) -> Record:
+        partition = partition_for(message.key, partitions, fallback=next(self._spread))
+        key = None if message.key is None else message.key.encode()
+        return Record(topic, partition, key, message.envelope, headers_of(message))
+
+    async def _join(self, member: Member) -> None:
+        count = await self._partitions(member.topic)
+        if member.start is StartFrom.LATEST:
+            await self._start_new_group_at_the_end(member, count)
+        joined = KafkaMember(
+            member,
+            config=self._consumer_config(member.group),
+            admin=self._admin,
+            commit_interval=self.options.commit_interval,
+            wake=self._wakeup.notify,
+        )
+        member.joined = joined
+        self._members.add(joined)
+        await joined.start(timeout=max(30.0, _JOIN_FACTOR * self.options.session_timeout))
+
+    async def _start_new_group_at_the_end(self, member: Member, partitions: int) -> None:
+        """Commit the partitions' true ends for a group that has no offsets yet."""
+        if await self._admin.group_offsets(member.group, member.topic, partitions):
+            return  # an existing group ignores StartFrom.LATEST
+        ends = await self._positions.ends(member.topic, range(partitions))
+        await self._admin.alter_group_offsets(member.group, member.topic, ends)
+        await self._admin.alter_group_offsets(ledger_group(member.group), member.topic, ends)
+
+    def _consumer_config(self, group: str) -> dict[str, object]:
+        session_ms = int(self.options.session_timeout * 1000)
+        return client_config(
+            self.servers,
+            self.options,
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, session_ms // 10),
+                "fetch.wait.max.ms": 100,
+                "queued.max.messages.kbytes": 8192,
+            },
+        )
+
+    def _member(self, member: Member) -> KafkaMember:
+        joined = member.joined
+        assert isinstance(joined, KafkaMember)
+        return joined
+
+    async def _claim(self, member: Member, limit: int) -> ClaimResult:
+        return await self._member(member).claim(limit)
+
+    async def _ack(self, member: Member, claimed: Claimed) -> None:
+        self._member(member).ack(claimed)
+
+    async def _nack(self, member: Member, claimed: Claimed, delay: float) -> None:
+        self._member(member).nack(claimed, delay)
+
+    async def _extend(self, member: Member, claimed: Claimed, seconds: float) -> None:
+        self._member(member).extend(claimed, seconds)
+
+    async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
+        await self._append(dead_letter_topic(member.topic), [message])
+        self._member(member).ack(claimed)
+
+    async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
+        joined = member.joined
+        if isinstance(joined, KafkaMember):
+            self._members.discard(joined)
+            await joined.leave(unyielded)
+
+    async def _replay(
+        self, topic: str, group: str, offsets: Mapping[int, int] | None, since_us: int | None
+    ) -> None:
+        count = await self._partitions(topic)
+        if offsets is None:
+            assert since_us is not None
+            offsets = await self._positions.at_time(topic, range(count), since_us // 1000)
+        remaining = {p: o for p, o in offsets.items() if 0 <= p < count}
+        for joined in [m for m in self._members if (m.topic, m.group) == (topic, group)]:
+            for moved in await joined.replay(remaining):
+                remaining.pop(moved, None)
+        if remaining:
+            await self._admin.alter_group_offsets(group, topic, remaining)
+        await self._admin.alter_group_offsets(ledger_group(group), topic, dict(offsets))
+
+    async def _enforce_retention(self) -> int:
+        return 0  # retention is not offered (see the capability notes)

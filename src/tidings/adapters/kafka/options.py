@@ -1,0 +1,81 @@
+"""The settings of a `KafkaBroker`, from keyword arguments and from the URL's query string.
+
+``kafka://host:9092[,host2:9092]?session_timeout=6&linger=0.002`` sets the same options as the
+keyword arguments of the same names; keyword arguments win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
+
+from tidings.errors import ConfigurationError
+
+__all__ = ["KafkaOptions", "parse_url"]
+
+DEFAULT_SERVERS: Final = "127.0.0.1:9092"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaOptions:
+    """What a `KafkaBroker` can be told besides where the brokers are.
+
+    Attributes:
+        session_timeout: Seconds a group member may go silent before the coordinator hands its
+            partitions to the others (``session.timeout.ms``): how long a crashed member's
+            events wait. Tansu also takes about half of it to answer the first JoinGroup.
+        linger: Seconds the producer waits to fill a batch (``linger.ms``).
+        publish_timeout: Seconds a publish may take, retries through an outage included
+            (``message.timeout.ms``).
+        dedup_window: Event ids per topic this broker remembers to drop duplicate publishes.
+        commit_interval: Seconds between commits of a group's progress (settled offsets are
+            committed in the background; leaving the group commits at once).
+        client_id: The Kafka client id.
+    """
+
+    session_timeout: float = 10.0
+    linger: float = 0.002
+    publish_timeout: float = 30.0
+    dedup_window: int = 100_000
+    commit_interval: float = 0.05
+    client_id: str = "tidings"
+
+    def __post_init__(self) -> None:
+        if self.session_timeout < 1.0:
+            raise ConfigurationError(f"session_timeout must be >= 1 s, got {self.session_timeout}")
+        if self.linger < 0 or self.publish_timeout <= 0 or self.commit_interval <= 0:
+            raise ConfigurationError("linger must be >= 0, publish and commit times > 0")
+        if self.dedup_window < 1:
+            raise ConfigurationError(f"dedup_window must be >= 1, got {self.dedup_window}")
+
+
+def parse_url(url: str, overrides: dict[str, object]) -> tuple[str, KafkaOptions]:
+    """Return the bootstrap servers (``host:port,...``) and the options of a ``kafka://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "kafka":
+        raise ConfigurationError(f"{url!r} is not a kafka:// URL")
+    if "@" in parts.netloc:
+        raise ConfigurationError("kafka:// URLs take no credentials (SASL is not supported yet)")
+    servers = parts.netloc or DEFAULT_SERVERS
+    values = _from_query(parts.query)
+    values.update((name, value) for name, value in overrides.items() if value is not None)
+    return servers, KafkaOptions(**values)  # type: ignore[arg-type]
+
+
+def _from_query(query: str) -> dict[str, object]:
+    kinds = {field.name: str(field.type) for field in fields(KafkaOptions)}
+    out: dict[str, object] = {}
+    for name, text in parse_qsl(query, keep_blank_values=True):
+        if name not in kinds:
+            raise ConfigurationError(f"unknown kafka:// URL option {name!r}")
+        try:
+            if kinds[name].startswith("float"):
+                out[name] = float(text)
+            elif kinds[name].startswith("int"):
+                out[name] = int(text)
+            else:
+                out[name] = text
+        except ValueError as exc:
+            raise ConfigurationError(f"kafka:// URL option {name}={text!r}: {exc}") from exc
+    return out
