@@ -33,6 +33,7 @@ needs ``wal_level = logical``; `open` says so clearly otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ _CREATE_SLOT: Final = b"SELECT pg_create_logical_replication_slot(%s, 'pgoutput'
 _DROP_SLOT: Final = b"SELECT pg_drop_replication_slot(%s)"
 _HAS_PUBLICATION: Final = b"SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)"
 _TRY_LOCK: Final = b"SELECT pg_try_advisory_lock(%s)"
+_UNLOCK: Final = b"SELECT pg_advisory_unlock(%s)"
 
 logger = logging.getLogger(__name__)
 
@@ -422,6 +424,16 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         """Whether this source holds the slot (the others on it are standbys)."""
         return self._active
 
+    async def activate(self) -> bool:
+        """Try to become the slot's active reader now; return whether this source is it.
+
+        `fetch` tries this itself; call it to learn at once whether a standby took over.
+        """
+        await self._ensure_open()
+        async with self._ops:
+            conn = await self._connection()
+            return self._active or await self._try_activate(conn)
+
     async def _open(self) -> None:
         conn = await self._connection()
         await check_wal_level(conn)
@@ -434,8 +446,14 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         if self._listener is not None:
             await self._listener.aclose()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()  # ends the session: its advisory lock goes with it
+        if conn is None:
+            return
+        if self._active and not conn.broken:
+            # Ending the session frees the lock too, but a moment later: hand over now.
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(_UNLOCK, (self._lock_key,))
+        self._active = False
+        await conn.close()
 
     async def fetch(self, limit: int) -> Sequence[OutboxMessage]:
         """Return the next whole committed transactions' messages (about ``limit``)."""
