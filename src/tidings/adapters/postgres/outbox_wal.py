@@ -436,8 +436,12 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
 
     async def _open(self) -> None:
         conn = await self._connection()
-        await check_wal_level(conn)
-        await self._try_activate(conn)
+        try:
+            await check_wal_level(conn)
+            await self._try_activate(conn)
+        except BaseException:
+            await self._close()  # a failed open leaves nothing behind
+            raise
         if self.channel is not None:
             self._listener = Listener(self._conninfo, self.channel, self._wake.set)
             self._listener.start()

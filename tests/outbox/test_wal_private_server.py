@@ -1,0 +1,75 @@
+"""The tableless outbox on a private PostgreSQL cluster: a server without logical decoding,
+and a server crash after a mark (which the shared server must never suffer).
+
+The cluster starts with PostgreSQL's default ``wal_level = replica``; the second test turns
+logical decoding on (``ALTER SYSTEM``) and restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from tests.conformance.harness_postgres import BIN, PrivateCluster
+from tests.outbox.wal_support import event, numbers
+
+from tidings.adapters.postgres import outbox_wal
+from tidings.adapters.postgres.outbox_wal import PostgresWalOutboxSource
+from tidings.errors import ConfigurationError
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    if os.geteuid() != 0 or not (BIN / "initdb").exists():
+        pytest.skip("a private PostgreSQL cluster needs root and PostgreSQL 15's binaries")
+    made = PrivateCluster()
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+def crash_and_restart(cluster: PrivateCluster) -> None:
+    """SIGKILL the postmaster and start it again (crash recovery runs)."""
+    cluster.kill()
+    for attempt in range(20):
+        try:
+            cluster.start()
+            return
+        except subprocess.CalledProcessError:  # its zombie is not reaped yet
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+
+
+async def test_open_explains_that_wal_level_must_be_logical(cluster: PrivateCluster) -> None:
+    source = PostgresWalOutboxSource(cluster.url, slot="outbox")
+    with pytest.raises(ConfigurationError, match="wal_level = logical"):
+        await source.open()
+    await source.aclose()
+
+
+async def test_server_crash_after_a_mark_relays_the_batch_again(cluster: PrivateCluster) -> None:
+    async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+        await conn.execute("ALTER SYSTEM SET wal_level = logical")
+    await asyncio.to_thread(crash_and_restart, cluster)
+    async with PostgresWalOutboxSource(cluster.url, slot="outbox") as source:
+        async with await psycopg.AsyncConnection.connect(cluster.url) as conn:
+            await outbox_wal.add(conn, event(1), topic="orders")
+            await conn.commit()
+        await source.mark_relayed(await source.fetch(10))
+        assert await source.fetch(10) == []
+    await asyncio.to_thread(crash_and_restart, cluster)  # SIGKILL: no shutdown checkpoint
+    async with PostgresWalOutboxSource(cluster.url, slot="outbox") as source:
+        # The slot's new position reached disk only at a checkpoint: the mark is undone.
+        assert numbers(await source.fetch(10)) == [1]
+        await source.mark_relayed(await source.fetch(10))
+        await source.drop()
