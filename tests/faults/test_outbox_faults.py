@@ -3,8 +3,10 @@
 A business process writes orders, a fifth of them rolled back, and kills itself once right
 after a commit (then a new one takes over); two relays publish the outbox to a private
 JetStream server; every 0.1-0.4 s one relay is SIGKILLed and started again, and twice the
-server is SIGKILLed and restarted 2.5 s later (publishes time out meanwhile). At the end every committed order has exactly one event on
-the topic (after dedup by event id) and no rolled-back order has one.
+server is SIGKILLed and restarted 2.5 s later (publishes time out meanwhile). A relay's
+publishes take 20 ms longer than the broker needs (a slow link), so kills land mid-publish.
+At the end every committed order has exactly one event on the topic (after dedup by event id)
+and no rolled-back order has one.
 """
 
 from __future__ import annotations
