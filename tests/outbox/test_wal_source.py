@@ -19,7 +19,7 @@ from tests.outbox.wal_support import (
 
 from tidings.adapters.postgres import outbox_wal
 from tidings.adapters.postgres.outbox_wal import PostgresWalOutboxSource
-from tidings.errors import ConfigurationError
+from tidings.errors import BackendError, ConfigurationError
 from tidings.outbox.ports import OutboxSource
 
 pytestmark = pytest.mark.postgres
@@ -158,7 +158,7 @@ async def test_second_source_on_a_slot_is_a_standby_until_the_first_closes(
     first = await source_on(opened, slot)
     standby = await source_on(opened, slot)
     await write([event(1)])
-    assert (first.active, standby.active) == (True, False)
+    assert (await first.activate(), await standby.activate()) == (True, False)
     assert await standby.fetch(10) == []
     assert numbers(await first.fetch(10)) == [1]
     await first.aclose()
@@ -228,6 +228,27 @@ async def test_drop_removes_the_slot_and_create_makes_it_again(opened: Made, slo
     assert await source.create()
     assert not await source.create()
     assert (await source.slot_status()).slot == slot
+
+
+async def test_status_does_not_take_the_slot(opened: Made, slot: str) -> None:
+    relay = await source_on(opened, slot)
+    watcher = await source_on(opened, slot)
+    await write([event(1)])
+    assert numbers(await relay.fetch(10)) == [1]
+    await write([event(2)])
+    assert ((await watcher.status()).backlog, watcher.active, relay.active) == (2, False, True)
+
+
+async def test_sources_opening_at_once_create_one_slot(opened: Made, slot: str) -> None:
+    await asyncio.gather(*(source_on(opened, slot) for _ in range(3)))
+    await write([event(1)])
+    assert sorted([await source.activate() for source in opened]) == [False, False, True]
+
+
+async def test_source_without_create_needs_an_existing_slot(opened: Made, slot: str) -> None:
+    watcher = await source_on(opened, slot, create=False)
+    with pytest.raises(BackendError, match="does not exist"):
+        await watcher.status()
 
 
 def test_slot_is_named_by_the_url_when_not_given() -> None:

@@ -295,16 +295,25 @@ async def create_slot(conn: AnyConn, slot: str, *, timeout: float = 30.0) -> boo
     created = False
     with translate_errors():
         if not await _fetch_bool(conn, _HAS_PUBLICATION, slot):
-            await conn.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(slot)))
-            created = True
+            create = sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(slot))
+            created = await _unless_exists(conn, create.as_bytes(conn))
         if await (await conn.execute(_SLOT, (slot,))).fetchone() is None:
             async with conn.transaction():
                 await conn.execute(
                     sql.SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000))
                 )
-                await conn.execute(_CREATE_SLOT, (slot,))
-            created = True
+                created = await _unless_exists(conn, _CREATE_SLOT, slot) or created
     return created
+
+
+async def _unless_exists(conn: AnyConn, statement: bytes, *params: object) -> bool:
+    """Run a CREATE; False when a concurrent session created the object first."""
+    try:
+        async with conn.transaction():  # a savepoint inside a transaction
+            await conn.execute(statement, params or None)
+    except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+        return False  # the slot says the former; a publication's catalog row the latter
+    return True
 
 
 async def drop_slot(conn: AnyConn, slot: str) -> bool:
@@ -375,7 +384,9 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
             default is the URL's ``slot``, else `DEFAULT_SLOT`.
         prefix: The message prefix the writers use; other messages are skipped.
         channel: The NOTIFY channel the writers use, or None to poll only.
-        create: Create the slot and its publication when this source first becomes active.
+        create: Create the slot and its publication on `open` when missing. Messages
+            committed before the slot exists are never read: open a source (or call
+            `create_slot`) before the writers start.
         max_retained_bytes: `slot_status` and `status` log a warning past this much WAL kept.
 
     Attributes:
@@ -438,7 +449,8 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         conn = await self._connection()
         try:
             await check_wal_level(conn)
-            await self._try_activate(conn)
+            if self._create:
+                await create_slot(conn, self.slot)
         except BaseException:
             await self._close()  # a failed open leaves nothing behind
             raise
@@ -579,8 +591,6 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
             self._active = await _fetch_bool(conn, _TRY_LOCK, self._lock_key)
         if self._active:
             self._forget()
-            if self._create:
-                await create_slot(conn, self.slot)
             logger.info("outbox slot %s: this source is now active", self.slot)
         return self._active
 
