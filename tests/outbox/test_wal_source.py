@@ -202,10 +202,13 @@ async def test_idle_fetch_moves_the_slot_past_wal_with_nothing_for_it(
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
         for _ in range(20):
             await conn.execute("SELECT pg_logical_emit_message(true, 'someone.else', 'x'::bytea)")
-    before = await source.slot_status()
-    assert await source.fetch(10) == []
-    after = await source.slot_status()
-    assert after.unconsumed_bytes < before.unconsumed_bytes
+        written = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
+        assert await source.fetch(10) == []
+        query = "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots"
+        moved = await (
+            await conn.execute(query + " WHERE slot_name = %s", (*written, slot))
+        ).fetchone()
+    assert moved == (True,)
 
 
 async def test_wait_returns_when_a_writer_commits(opened: Made, slot: str) -> None:

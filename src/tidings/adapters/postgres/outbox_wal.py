@@ -76,6 +76,7 @@ DEFAULT_SLOT: Final = "tidings_outbox"
 """The replication slot (and publication) a source reads when none is named."""
 
 _VERSION: Final = 1
+_PEEK_ROUNDS: Final = 4
 _SLOT_NAME_MAX: Final = 63
 _EMIT: Final = b"SELECT pg_logical_emit_message(true, %s, %s::bytea)"
 _EMIT_NOTIFY: Final = b"SELECT pg_logical_emit_message(true, %s, %s::bytea), pg_notify(%s, '')"
@@ -481,9 +482,13 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
             conn = await self._connection()
             if not self._active and not await self._try_activate(conn):
                 return []
-            held = sum(txn.rows for txn in self._txns.values())
-            peeked = await self._peek(conn, held + 3 * limit + 8)
-            batch = self._take(peeked, limit)
+            rows = sum(txn.rows for txn in self._txns.values()) + 3 * limit + 8
+            for _ in range(_PEEK_ROUNDS):  # a wider window when others' messages fill it
+                peeked = await self._peek(conn, rows)
+                batch = self._take(peeked, limit)
+                if batch or peeked.complete:
+                    break
+                rows *= 4
             await self._advance(conn)
         if batch:
             self._poll = self.min_poll
