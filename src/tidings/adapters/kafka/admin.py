@@ -92,6 +92,12 @@ class Admin:
                 with translate_errors(f"move group {group!r} on {topic!r}"):
                     raise _exception(tp.error)
 
+    async def groups(self) -> list[str]:
+        """Return the ids of every consumer group the cluster knows."""
+        future = self._client.list_consumer_groups(request_timeout=_TIMEOUT)
+        result = await wait(future, "list consumer groups")
+        return [listing.group_id for listing in result.valid]
+
     async def delete_topic(self, topic: str) -> None:
         """Delete a topic (used by tests to clean up)."""
         self._partitions.pop(topic, None)

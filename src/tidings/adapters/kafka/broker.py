@@ -12,8 +12,9 @@ How the port maps onto Kafka (each module's docstring has the details):
   own thread (`poller`) while claims, deadlines, nacks and commits live on the loop (`member`,
   `partitions`): the committed offset is the lowest unsettled offset, never past a failed event;
 - replay seeks this broker's members, or alters the offsets of a group without members; by
-  time through ``offsets_for_times`` (`positions`);
-- retention is not offered (see `tidings.adapters.kafka.capabilities`).
+  time through ``offsets_for_times`` (`reading`);
+- retention is recorded (`catalog`) but not applied (see `tidings.adapters.kafka.capabilities`);
+- `TopicTransfer` reads partitions with an assigned consumer and appends in place (`transfer`).
 
 The client is confluent-kafka (librdkafka): against Tansu its idempotent producer, offset
 commits and offsets-by-time work, where aiokafka's idempotent producer handshake fails.
@@ -21,20 +22,25 @@ commits and offsets-by-time work, where aiokafka's idempotent producer handshake
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Final
 
 from tidings.adapters.kafka.admin import Admin
 from tidings.adapters.kafka.capabilities import KAFKA_CAPABILITIES
+from tidings.adapters.kafka.catalog import RetentionCatalog
 from tidings.adapters.kafka.clients import client_config
 from tidings.adapters.kafka.codec import headers_of
 from tidings.adapters.kafka.dedup import PublishedIds
 from tidings.adapters.kafka.member import KafkaMember, ledger_group
 from tidings.adapters.kafka.options import parse_url
-from tidings.adapters.kafka.positions import Positions
 from tidings.adapters.kafka.producing import Record, Sender
-from tidings.errors import ConfigurationError
+from tidings.adapters.kafka.reading import PartitionReader
+from tidings.adapters.kafka.transfer import group_positions, stored_message
+from tidings.events import Event
+from tidings.eventstore.records import encode_event
 from tidings.messaging.base import (
     DEFAULT_PARTITIONS,
     BrokerBase,
@@ -52,13 +58,14 @@ from tidings.messaging.ports import (
     dead_letter_topic,
     partition_for,
 )
+from tidings.messaging.transfer import StoredMessage, TopicTransfer
 
 __all__ = ["KafkaBroker"]
 
 _JOIN_FACTOR: Final = 3.0
 
 
-class KafkaBroker(BrokerBase):
+class KafkaBroker(BrokerBase, TopicTransfer):
     """A broker on Kafka (or a Kafka-protocol server such as Tansu).
 
     Args:
@@ -99,7 +106,9 @@ class KafkaBroker(BrokerBase):
         self._members: set[KafkaMember] = set()
         self._sender: Sender | None = None
         self._admin = Admin(self.servers, self.options)
-        self._positions = Positions(self.servers, self.options)
+        self._reader = PartitionReader(self.servers, self.options)
+        self._catalog = RetentionCatalog(self._admin, self._reader)
+        self._settling: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<KafkaBroker {self.servers} {self.state.value}>"
@@ -119,15 +128,21 @@ class KafkaBroker(BrokerBase):
         self._sender = Sender(self.servers, self.options)
 
     async def _close_storage(self) -> None:
+        if self._settling:  # dead letters under way finish first (bounded)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.publish_timeout):
+                    await asyncio.gather(*self._settling, return_exceptions=True)
         if self._sender is not None:
             await self._sender.aclose()
 
     async def _ensure_topic(self, topic: str, partitions: int, retention: Retention) -> TopicInfo:
-        if retention.max_age is not None or retention.max_count is not None:
-            raise ConfigurationError(
-                "kafka:// topics do not offer tidings retention (see the capability notes)"
-            )
-        return await self._admin.ensure(topic, partitions)
+        existing = await self._admin.describe(topic)
+        if existing is not None:
+            return TopicInfo(topic, existing, await self._catalog.retention(topic))
+        info = await self._admin.ensure(topic, partitions)
+        assert self._sender is not None
+        await self._catalog.record(self._sender, topic, retention)
+        return TopicInfo(topic, info.partitions, await self._catalog.retention(topic))
 
     async def _partitions(self, topic: str) -> int:
         known = await self._admin.describe(topic)
@@ -135,7 +150,9 @@ class KafkaBroker(BrokerBase):
             known = (await self._admin.ensure(topic, DEFAULT_PARTITIONS)).partitions
         return known
 
-    async def _append(self, topic: str, messages: Sequence[Outgoing]) -> list[PublishResult]:
+    async def _append(
+        self, topic: str, messages: Sequence[Outgoing], *, partition: int | None = None
+    ) -> list[PublishResult]:
         assert self._sender is not None
         count = await self._partitions(topic)
         results: list[PublishResult | None] = [None] * len(messages)
@@ -153,7 +170,7 @@ class KafkaBroker(BrokerBase):
                     copies[index] = first[event_id]
                     continue
                 first[event_id] = index
-            sending.append((index, self._record(topic, message, count)))
+            sending.append((index, self._record(topic, message, count, partition)))
         stored = await self._sender.send([record for _, record in sending])
         for (index, _), place in zip(sending, stored, strict=True):
             event_id = messages[index].event_id
@@ -166,8 +183,11 @@ class KafkaBroker(BrokerBase):
             results[index] = PublishResult(done.event_id, done.partition, done.offset, True)
         return [result for result in results if result is not None]
 
-    def _record(self, topic: str, message: Outgoing, partitions: int) -> Record:
-        partition = partition_for(message.key, partitions, fallback=next(self._spread))
+    def _record(
+        self, topic: str, message: Outgoing, partitions: int, partition: int | None
+    ) -> Record:
+        if partition is None:
+            partition = partition_for(message.key, partitions, fallback=next(self._spread))
         key = None if message.key is None else message.key.encode()
         return Record(topic, partition, key, message.envelope, headers_of(message))
 
@@ -190,7 +210,7 @@ class KafkaBroker(BrokerBase):
         """Commit the partitions' true ends for a group that has no offsets yet."""
         if await self._admin.group_offsets(member.group, member.topic, partitions):
             return  # an existing group ignores StartFrom.LATEST
-        ends = await self._positions.ends(member.topic, range(partitions))
+        ends = await self._reader.ends(member.topic, range(partitions))
         await self._admin.alter_group_offsets(member.group, member.topic, ends)
         await self._admin.alter_group_offsets(ledger_group(member.group), member.topic, ends)
 
@@ -229,6 +249,16 @@ class KafkaBroker(BrokerBase):
         self._member(member).extend(claimed, seconds)
 
     async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
+        # Shielded: once started, a dead letter is stored and the event acked even when the
+        # caller is cancelled (a consumer stopped mid-reject must not lose the letter).
+        task = asyncio.create_task(self._move_to_dead_letters(member, claimed, message))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
+
+    async def _move_to_dead_letters(
+        self, member: Member, claimed: Claimed, message: Outgoing
+    ) -> None:
         await self._append(dead_letter_topic(member.topic), [message])
         self._member(member).ack(claimed)
 
@@ -244,7 +274,7 @@ class KafkaBroker(BrokerBase):
         count = await self._partitions(topic)
         if offsets is None:
             assert since_us is not None
-            offsets = await self._positions.at_time(topic, range(count), since_us // 1000)
+            offsets = await self._reader.at_time(topic, range(count), since_us // 1000)
         remaining = {p: o for p, o in offsets.items() if 0 <= p < count}
         for joined in [m for m in self._members if (m.topic, m.group) == (topic, group)]:
             for moved in await joined.replay(remaining):
@@ -255,3 +285,43 @@ class KafkaBroker(BrokerBase):
 
     async def _enforce_retention(self) -> int:
         return 0  # retention is not offered (see the capability notes)
+
+    # -- TopicTransfer ---------------------------------------------------------------------------
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        """Return the topic's partitions and recorded retention, or None when it is missing."""
+        await self._ensure_open()
+        partitions = await self._admin.describe(topic)
+        if partitions is None:
+            return None
+        return TopicInfo(topic, partitions, await self._catalog.retention(topic))
+
+    async def read_partition(
+        self, topic: str, partition: int, *, from_offset: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Return up to ``limit`` messages of a partition from an offset, in order."""
+        await self._ensure_open()
+        if await self._admin.describe(topic) is None:
+            return []
+        messages = await self._reader.read(topic, partition, from_offset, limit)
+        return [stored_message(message) for message in messages]
+
+    async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:
+        """Return each group's committed offset per partition (its lowest unsettled offset)."""
+        await self._ensure_open()
+        partitions = await self._admin.describe(topic)
+        if partitions is None:
+            return {}
+        return await group_positions(self._admin, topic, partitions)
+
+    async def append_to_partition(
+        self, topic: str, partition: int, messages: Sequence[tuple[Event, str | None]]
+    ) -> list[PublishResult]:
+        """Store (event, key) pairs at the end of one partition, in order, once per event id."""
+        await self._ensure_open()
+        outgoing = [self._keyed(event, key) for event, key in messages]
+        return await self._append(topic, outgoing, partition=partition) if outgoing else []
+
+    def _keyed(self, event: Event, key: str | None) -> Outgoing:
+        envelope, flags = encode_event(event, limit=self.max_event_bytes)
+        return Outgoing(event.id, key, envelope, flags)

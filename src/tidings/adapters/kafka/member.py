@@ -38,7 +38,9 @@ from tidings.adapters.kafka.poller import Fetched, Poller
 from tidings.errors import BackendError
 from tidings.messaging.subscription import Claimed, ClaimResult, Member
 
-__all__ = ["KafkaMember", "ledger_group"]
+__all__ = ["LEDGER_SUFFIX", "KafkaMember", "ledger_group"]
+
+LEDGER_SUFFIX: Final = ".tidings-delivered"
 
 _HIGH_WATER: Final = 2000
 _STOP_SECONDS: Final = 30.0
@@ -47,7 +49,7 @@ _log: Final = logging.getLogger(__name__)
 
 def ledger_group(group: str) -> str:
     """Return the name of a group's delivery ledger (a consumer group without members)."""
-    return f"{group}.tidings-delivered"
+    return group + LEDGER_SUFFIX
 
 
 class KafkaMember:
