@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Final
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -24,14 +23,13 @@ from tidings.messaging.ports import TopicInfo
 
 __all__ = ["Admin"]
 
-_TIMEOUT: Final = 10.0
-
 
 class Admin:
     """One admin client per broker, with the partition counts of the topics it has seen."""
 
     def __init__(self, servers: str, options: KafkaOptions) -> None:
         self._client = AdminClient(client_config(servers, options))  # type: ignore[arg-type]
+        self._timeout = options.request_timeout
         self._partitions: dict[str, int] = {}
 
     def known(self, topic: str) -> int | None:
@@ -47,7 +45,7 @@ class Admin:
         if topic in self._partitions:
             return self._partitions[topic]
         with translate_errors(f"describe topic {topic!r}"):
-            metadata = await asyncio.to_thread(self._client.list_topics, timeout=_TIMEOUT)
+            metadata = await asyncio.to_thread(self._client.list_topics, timeout=self._timeout)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             return None
@@ -59,7 +57,7 @@ class Admin:
         existing = await self.describe(topic)
         if existing is None:
             futures = self._client.create_topics(
-                [NewTopic(topic, partitions, 1)], operation_timeout=_TIMEOUT
+                [NewTopic(topic, partitions, 1)], operation_timeout=self._timeout
             )
             try:
                 await wait(futures[topic], f"create topic {topic!r}")
@@ -76,7 +74,7 @@ class Admin:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(topic, p) for p in range(partitions)]
         )
-        futures = self._client.list_consumer_group_offsets([request])
+        futures = self._client.list_consumer_group_offsets([request], request_timeout=self._timeout)
         result = await wait(futures[group], f"read offsets of group {group!r}")
         return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
@@ -85,7 +83,9 @@ class Admin:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
         )
-        futures = self._client.alter_consumer_group_offsets([request])
+        futures = self._client.alter_consumer_group_offsets(
+            [request], request_timeout=self._timeout
+        )
         result = await wait(futures[group], f"move group {group!r} on {topic!r}")
         for tp in result.topic_partitions:
             if tp.error is not None:
@@ -94,14 +94,14 @@ class Admin:
 
     async def groups(self) -> list[str]:
         """Return the ids of every consumer group the cluster knows."""
-        future = self._client.list_consumer_groups(request_timeout=_TIMEOUT)
+        future = self._client.list_consumer_groups(request_timeout=self._timeout)
         result = await wait(future, "list consumer groups")
         return [listing.group_id for listing in result.valid]
 
     async def delete_topic(self, topic: str) -> None:
         """Delete a topic (used by tests to clean up)."""
         self._partitions.pop(topic, None)
-        futures = self._client.delete_topics([topic], operation_timeout=_TIMEOUT)
+        futures = self._client.delete_topics([topic], operation_timeout=self._timeout)
         await wait(futures[topic], f"delete topic {topic!r}")
 
 

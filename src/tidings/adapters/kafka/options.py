@@ -31,6 +31,7 @@ class KafkaOptions:
         dedup_window: Event ids per topic this broker remembers to drop duplicate publishes.
         commit_interval: Seconds between commits of a group's progress (settled offsets are
             committed in the background; leaving the group commits at once).
+        request_timeout: Seconds an admin request or a direct read of a partition may take.
         client_id: The Kafka client id.
     """
 
@@ -39,13 +40,17 @@ class KafkaOptions:
     publish_timeout: float = 30.0
     dedup_window: int = 100_000
     commit_interval: float = 0.05
+    request_timeout: float = 10.0
     client_id: str = "tidings"
 
     def __post_init__(self) -> None:
         if self.session_timeout < 1.0:
             raise ConfigurationError(f"session_timeout must be >= 1 s, got {self.session_timeout}")
-        if self.linger < 0 or self.publish_timeout <= 0 or self.commit_interval <= 0:
-            raise ConfigurationError("linger must be >= 0, publish and commit times > 0")
+        if self.linger < 0:
+            raise ConfigurationError(f"linger must be >= 0 seconds, got {self.linger}")
+        for name in ("publish_timeout", "commit_interval", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.dedup_window < 1:
             raise ConfigurationError(f"dedup_window must be >= 1, got {self.dedup_window}")
 
