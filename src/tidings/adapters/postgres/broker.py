@@ -1,0 +1,480 @@
+"""The log broker on PostgreSQL (``postgresql://``): the SQLite broker's model, many processes.
+
+Topics are partitioned logs in ``tidings_broker_*`` tables, with consumer groups, their
+cursors and their pending deliveries beside them, so any number of processes on any number of
+machines publish and consume together; the model (claims, leases, fair shares of partitions,
+committed offsets, retention) is the one every tidings broker follows, see
+`tidings.messaging.base`.
+
+- Publishing (`tidings.adapters.postgres.broker_publish`): a partition's next offset is taken
+  under its row lock, held to COMMIT, so offsets are dense and become visible in order, with
+  concurrent publishers and without skipping a late commit. Concurrent publishes of one process
+  share one transaction (group commit).
+- Claims (`tidings.adapters.postgres.broker_claims`) are serialised per group by the group's
+  row; settlements are batched (`tidings.adapters.postgres.broker_settle`).
+- Deadlines and visibility times are the server's clock, so several processes agree.
+- Consumers wake on LISTEN/NOTIFY, with a poll every ``poll_interval`` in case a notification
+  was lost. The pool reconnects by itself after the server restarts; operations that are safe
+  to run twice are retried once on a fresh connection, the others raise
+  `BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Final, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from tidings.adapters.postgres import broker_claims as claims
+from tidings.adapters.postgres import broker_transfer as transfer
+from tidings.adapters.postgres.broker_options import parse_url
+from tidings.adapters.postgres.broker_publish import Placed, TopicRow, write
+from tidings.adapters.postgres.broker_settle import Settlement, Settlements, commit_batch
+from tidings.adapters.postgres.broker_sql import BrokerStatements, channel, ddl
+from tidings.adapters.postgres.connection import Listener, open_pool, translate_errors
+from tidings.adapters.postgres.group_commit import GroupCommit, Request
+from tidings.adapters.postgres.sql import create_schema
+from tidings.errors import BackendUnavailableError, ClosedError
+from tidings.events import Event
+from tidings.messaging.base import (
+    BrokerBase,
+    Claimed,
+    ClaimResult,
+    Member,
+    Outgoing,
+    check_name,
+)
+from tidings.messaging.ports import (
+    Capabilities,
+    Operation,
+    PublishResult,
+    Retention,
+    StartFrom,
+    Support,
+    TopicInfo,
+    dead_letter_topic,
+    partition_for,
+)
+from tidings.messaging.transfer import StoredMessage, TopicTransfer
+
+__all__ = ["POSTGRES_CAPABILITIES", "PostgresBroker"]
+
+POSTGRES_CAPABILITIES: Final = Capabilities(support=dict.fromkeys(Operation, Support.NATIVE))
+DEFAULT_PARTITIONS: Final = 4
+_US: Final = 1_000_000
+_log: Final = logging.getLogger(__name__)
+
+Conn = AsyncConnection[TupleRow]
+T = TypeVar("T")
+
+
+def _session_us(member: Member) -> int:
+    """How long a member counts as alive without a claim: its deadline, within 1 to 10 s."""
+    return int(min(max(member.ack_deadline, 1.0), 10.0) * _US)
+
+
+class PostgresBroker(BrokerBase, TopicTransfer):
+    """A broker in PostgreSQL 13 or later, shared by every process that opens the same schema.
+
+    Args:
+        url: ``postgresql://user@host:port/db``, optionally with ``?schema=...`` and the other
+            options below as query parameters (keyword arguments win).
+        schema: The schema of the tables (default ``public``); created when missing.
+        min_size: Connections the pool keeps open.
+        max_size: Most connections the pool opens.
+        await_acks: Whether ``ack``, ``nack`` and ``extend`` return only once committed. By
+            default they return once queued for the next settlement batch, which starts at
+            once: a consumer that acks one delivery at a time is not held to one commit per
+            event. An ack lost to a crash before that commit means one more delivery, never a
+            lost event; closing a subscription or the broker waits for every queued settlement.
+            ``reject`` always waits (it writes the dead-letter topic).
+        poll_interval: Most seconds an idle consumer waits without a notification.
+        max_event_bytes: Largest encoded event accepted (default 1 MiB).
+    """
+
+    capabilities = POSTGRES_CAPABILITIES
+
+    def __init__(
+        self,
+        url: str = "postgresql://127.0.0.1/postgres",
+        *,
+        schema: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        await_acks: bool | None = None,
+        poll_interval: float | None = None,
+        max_event_bytes: int | None = None,
+    ) -> None:
+        super().__init__()
+        overrides: dict[str, object] = {
+            "schema": schema,
+            "min_size": min_size,
+            "max_size": max_size,
+            "await_acks": await_acks,
+            "poll_interval": poll_interval,
+        }
+        self.url = url
+        self._conninfo, self.options = parse_url(url, overrides)
+        if max_event_bytes is not None:
+            self.max_event_bytes = max_event_bytes
+        self._sql = BrokerStatements.render(self.options.schema)
+        self._channel = channel(self.options.schema)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener = Listener(self._conninfo, self._channel, self._wakeup.notify)
+        self._topics: dict[str, TopicRow] = {}
+        self._keyless = itertools.count(secrets.randbelow(1 << 16))
+        self._publishes: GroupCommit[list[PublishResult]] = GroupCommit(self._commit_publishes)
+        self._settlements = Settlements(self._commit_settlements)
+
+    @property
+    def schema(self) -> str:
+        """The schema that holds the broker's tables."""
+        return self.options.schema
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def _open_storage(self) -> None:
+        self._pool = await open_pool(
+            self._conninfo,
+            sizes=(self.options.min_size, self.options.max_size),
+            name=f"tidings-broker-{self.schema}",
+            timeout=self.options.connect_timeout,
+            setup=self._create_tables,
+        )
+        self._listener.start()
+
+    async def _create_tables(self, conn: Conn) -> None:
+        members = f'"{self.schema}".tidings_broker_members'
+        cursor = await conn.execute(self._sql.tables_exist, (members,))
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            return  # created in one transaction: the last table means all
+        async with conn.transaction():
+            await conn.execute(self._sql.ddl_lock)
+            await conn.execute(create_schema(self.schema))
+            for statement in ddl(self.schema):
+                await conn.execute(statement)
+
+    async def _close_storage(self) -> None:
+        await self._publishes.drain()
+        await self._settlements.drain()
+        await self._listener.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        pool = self._pool
+        if pool is None or pool.closed:
+            raise ClosedError(type(self).__name__)
+        try:
+            with translate_errors():
+                async with pool.connection(timeout=self.options.connect_timeout) as conn:
+                    yield conn
+        except BackendUnavailableError as exc:
+            if _lost_connection(exc):  # after a restart: drop every dead one, not one per call
+                await pool.check()
+            raise
+
+    async def _retrying(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run an operation that is safe to repeat, once more on a fresh connection if needed."""
+        try:
+            async with self._connection() as conn:
+                return await operation(conn)
+        except BackendUnavailableError as exc:
+            if not _lost_connection(exc):
+                raise
+        async with self._connection() as conn:
+            return await operation(conn)
+
+    # -- topics and publishing ------------------------------------------------------------------
+
+    async def _topic_row(
+        self, name: str, partitions: int = DEFAULT_PARTITIONS, retention: Retention | None = None
+    ) -> TopicRow:
+        """Return a topic's row, creating the topic when missing (cached: shapes never change)."""
+        known = self._topics.get(name)
+        if known is not None:
+            return known
+        rule = retention or Retention()
+        age_us = None if rule.max_age is None else int(rule.max_age.total_seconds() * _US)
+        params = (name, partitions, age_us, rule.max_count)
+
+        async def ensure(conn: Conn) -> TopicRow:
+            cursor = await conn.execute(self._sql.create_topic, params)
+            row = await cursor.fetchone()
+            if row is None:  # it existed
+                cursor = await conn.execute(self._sql.topic, (name,))
+                row = await cursor.fetchone()
+            assert row is not None, "a topic is never deleted"
+            return TopicRow(*row)
+
+        topic = await self._retrying(ensure)
+        self._topics[name] = topic
+        return topic
+
+    async def _ensure_topic(self, topic: str, partitions: int, retention: Retention) -> TopicInfo:
+        return (await self._topic_row(topic, partitions, retention)).info(topic)
+
+    async def _append(self, topic: str, messages: Sequence[Outgoing]) -> list[PublishResult]:
+        row = await self._topic_row(topic)
+        return await self._publishes.submit(frozenset(), self._place(row, messages))
+
+    def _place(self, row: TopicRow, messages: Sequence[Outgoing]) -> list[Placed]:
+        placed = []
+        for message in messages:
+            fallback = next(self._keyless) if message.key is None else 0
+            partition = partition_for(message.key, row.partitions, fallback=fallback)
+            placed.append(Placed(row.topic_id, partition, message))
+        return placed
+
+    async def _commit_publishes(
+        self, group: list[Request[list[PublishResult]]]
+    ) -> list[list[PublishResult] | BaseException]:
+        """Commit every queued publish in one transaction; split the results per request."""
+        payloads: list[list[Placed]] = [request.payload for request in group]  # type: ignore[misc]
+        placed = [item for payload in payloads for item in payload]
+
+        async def publish(conn: Conn) -> list[PublishResult]:
+            return await write(conn, self._sql, placed, self._channel)
+
+        if all(item.message.event_id is not None for item in placed):
+            results = await self._retrying(publish)  # idempotent by event id
+        else:
+            async with self._connection() as conn:
+                results = await publish(conn)
+        self._wakeup.notify()
+        out: list[list[PublishResult] | BaseException] = []
+        start = 0
+        for payload in payloads:
+            out.append(results[start : start + len(payload)])
+            start += len(payload)
+        return out
+
+    # -- members and claims -------------------------------------------------------------------
+
+    async def _join(self, member: Member) -> None:
+        row = await self._topic_row(member.topic)
+
+        async def join(conn: Conn) -> claims.GroupRef:
+            group_id = await claims.ensure_group(
+                conn, self._sql, row.topic_id, member.group, member.start
+            )
+            params = (group_id, member.id, _session_us(member))
+            await conn.execute(self._sql.upsert_member, params)
+            return claims.GroupRef(row.topic_id, group_id, row.partitions)
+
+        member.joined = await self._retrying(join)
+
+    async def _claim(self, member: Member, limit: int) -> ClaimResult:
+        session_us = _session_us(member)
+        request = claims.ClaimRequest(
+            _ref(member),
+            member.id,
+            limit,
+            member.next_lease(),
+            int(member.ack_deadline * _US),
+            session_us,
+        )
+
+        async def claim(conn: Conn) -> tuple[list[Claimed], int, int | None]:
+            return await claims.claim(conn, self._sql, request)
+
+        claimed, now_us, due_us = await self._retrying(claim)
+        wait = min(session_us / 3 / _US, self.options.poll_interval)
+        due = wait if due_us is None else min(wait, max(0.0, (due_us - now_us) / _US))
+        return ClaimResult(claimed, due)
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    async def _ack(self, member: Member, claimed: Claimed) -> None:
+        await self._settle(_settlement("ack", member, claimed))
+
+    async def _nack(self, member: Member, claimed: Claimed, delay: float) -> None:
+        await self._settle(_settlement("nack", member, claimed, int(delay * _US)))
+
+    async def _extend(self, member: Member, claimed: Claimed, seconds: float) -> None:
+        await self._settle(_settlement("extend", member, claimed, int(seconds * _US)))
+
+    async def _settle(self, settlement: Settlement) -> None:
+        future = self._settlements.submit(settlement)
+        if self.options.await_acks:
+            await future
+        else:
+            future.add_done_callback(_log_failure)
+
+    async def _commit_settlements(self, batch: list[Settlement]) -> None:
+        async def commit(conn: Conn) -> None:
+            await commit_batch(conn, self._sql, batch)
+            if any(item.kind == "nack" for item in batch):
+                await conn.execute(self._sql.notify, (self._channel,))
+
+        await self._retrying(commit)  # each one changes only an entry held under its lease
+
+    async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
+        ref = _ref(member)
+        target = await self._topic_row(dead_letter_topic(member.topic), ref.partitions)
+        placed = self._place(target, [message])
+        entry = (ref.group_id, claimed.partition, claimed.offset, claimed.lease)
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(self._sql.ack_one, entry)
+            if cursor.rowcount:
+                await write(conn, self._sql, placed, self._channel)
+        self._wakeup.notify()
+
+    async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
+        ref = member.joined
+        if not isinstance(ref, claims.GroupRef):
+            return  # never joined
+        await self._settlements.drain()
+
+        async def leave(conn: Conn) -> None:
+            await claims.leave(conn, self._sql, ref, member.id, unyielded)
+            await conn.execute(self._sql.notify, (self._channel,))
+
+        async with self._connection() as conn:
+            await leave(conn)
+
+    # -- replay and retention -----------------------------------------------------------------
+
+    async def _replay(
+        self, topic: str, group: str, offsets: Mapping[int, int] | None, since_us: int | None
+    ) -> None:
+        row = await self._topic_row(topic)
+
+        async def replay(conn: Conn) -> None:
+            group_id = await claims.ensure_group(
+                conn, self._sql, row.topic_id, group, StartFrom.EARLIEST
+            )
+            async with conn.transaction():
+                await conn.execute(self._sql.lock_group, (group_id,))
+                targets = await self._targets(conn, row, offsets, since_us)
+                for partition, offset in targets.items():
+                    await conn.execute(self._sql.set_cursor, (offset, group_id, partition))
+                    await conn.execute(self._sql.drop_pending, (group_id, partition))
+                await conn.execute(self._sql.notify, (self._channel,))
+
+        await self._retrying(replay)
+
+    async def _targets(
+        self, conn: Conn, row: TopicRow, offsets: Mapping[int, int] | None, since_us: int | None
+    ) -> dict[int, int]:
+        """Return the new cursor per partition, kept between the retained low and the head."""
+        cursor = await conn.execute(self._sql.bounds, (row.topic_id,))
+        bounds = {p: (low, head) for p, low, head in await cursor.fetchall()}
+        if offsets is None:
+            cursor = await conn.execute(self._sql.first_since, (since_us or 0, row.topic_id))
+            offsets = {int(p): int(first) for p, first in await cursor.fetchall()}
+        targets = {}
+        for partition, offset in offsets.items():
+            if partition not in bounds:
+                raise ValueError(f"the topic has no partition {partition}")
+            low, head = bounds[partition]
+            targets[partition] = min(max(offset, low), head)
+        return targets
+
+    async def _enforce_retention(self) -> int:
+        async def expire(conn: Conn) -> int:
+            cursor = await conn.execute(self._sql.expire)
+            removed = cursor.rowcount
+            await conn.execute(self._sql.forget_dead_members)
+            return max(0, removed)
+
+        return await self._retrying(expire)
+
+    # -- topic transfer (tidings.messaging.transfer) --------------------------------------------
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        """Return the topic's partitions and retention, or None when it does not exist."""
+        row = await self._existing(topic)
+        return None if row is None else row.info(topic)
+
+    async def read_partition(
+        self, topic: str, partition: int, *, from_offset: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Return up to ``limit`` retained messages of a partition from an offset, in order."""
+        row = await self._existing(topic)
+        if row is None:
+            return []
+
+        async def read(conn: Conn) -> list[StoredMessage]:
+            args = (row.topic_id, partition, from_offset, limit)
+            return await transfer.read_partition(conn, self._sql, *args)
+
+        return await self._retrying(read)
+
+    async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:
+        """Return each group's committed offset per partition (groups that never joined: none)."""
+        row = await self._existing(topic)
+        if row is None:
+            return {}
+
+        async def positions(conn: Conn) -> dict[str, dict[int, int]]:
+            return await transfer.group_positions(conn, self._sql, row.topic_id)
+
+        return await self._retrying(positions)
+
+    async def append_to_partition(
+        self, topic: str, partition: int, messages: Sequence[tuple[Event, str | None]]
+    ) -> list[PublishResult]:
+        """Store (event, key) pairs at the end of one partition, in order; durable on return."""
+        check_name("topic", topic)
+        await self._ensure_open()
+        row = await self._topic_row(topic)
+        if not 0 <= partition < row.partitions:
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
+        outgoing = [self._outgoing(event, key) for event, key in messages]
+        placed = [Placed(row.topic_id, partition, message) for message in outgoing]
+        if not placed:
+            return []
+        results = await self._publishes.submit(frozenset(), placed)
+        self._wakeup.notify()
+        return results
+
+    async def _existing(self, topic: str) -> TopicRow | None:
+        await self._ensure_open()
+        known = self._topics.get(topic)
+        if known is not None:
+            return known
+
+        async def describe(conn: Conn) -> TopicRow | None:
+            return await transfer.describe(conn, self._sql, topic)
+
+        return await self._retrying(describe)
+
+
+def _ref(member: Member) -> claims.GroupRef:
+    """Return where the (joined) member's group lives."""
+    assert isinstance(member.joined, claims.GroupRef), f"{member!r} has not joined"
+    return member.joined
+
+
+def _settlement(kind: str, member: Member, claimed: Claimed, micros: int = 0) -> Settlement:
+    ref = _ref(member)
+    return Settlement(
+        kind,  # type: ignore[arg-type]
+        ref.group_id,
+        claimed.partition,
+        claimed.offset,
+        claimed.lease,
+        micros,
+    )
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    """Log a settlement that failed to commit (the delivery will simply come back)."""
+    if not future.cancelled() and future.exception() is not None:
+        _log.warning("a settlement was not committed: %s", future.exception())
+
+
+def _lost_connection(exc: BackendUnavailableError) -> bool:
+    """Whether a pooled connection died (and another may work), not the pool giving up."""
+    return not isinstance(exc.__cause__, PoolTimeout | PoolClosed)

@@ -1,0 +1,93 @@
+"""Settlements in batches: concurrent acks, nacks and extends of one process share a commit.
+
+A consumer that acks one delivery at a time must not pay a round trip and a commit per event.
+`Settlements` queues each settlement and a flusher commits everything queued in one
+transaction: every ack of the batch in one ``DELETE ... USING unnest(...)``, each nack or
+extend in a statement of its own, all sent in one pipeline. An ack is terminal (a delivery is
+settled once), so running the batch's nacks and extends before its acks changes no outcome.
+Each settlement only changes an entry still held under its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from tidings.adapters.postgres.broker_sql import BrokerStatements
+
+__all__ = ["Settlement", "Settlements", "commit_batch"]
+
+Conn = AsyncConnection[TupleRow]
+_MAX_BATCH: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One settlement of one pending entry (``micros``: the delay or the extension)."""
+
+    kind: Literal["ack", "nack", "extend"]
+    group_id: int
+    partition: int
+    offset: int
+    lease: int
+    micros: int = 0
+
+
+async def commit_batch(conn: Conn, s: BrokerStatements, batch: list[Settlement]) -> None:
+    """Apply a batch of settlements in one transaction."""
+    acks = [item for item in batch if item.kind == "ack"]
+    async with conn.pipeline(), conn.transaction():
+        for item in batch:
+            if item.kind != "ack":
+                where = (item.group_id, item.partition, item.offset, item.lease)
+                statement = s.nack if item.kind == "nack" else s.extend
+                await conn.execute(statement, (item.micros, *where))
+        if len(acks) == 1:
+            one = acks[0]
+            await conn.execute(s.ack_one, (one.group_id, one.partition, one.offset, one.lease))
+        elif acks:
+            columns = ([a.group_id for a in acks], [a.partition for a in acks])
+            await conn.execute(s.ack, (*columns, [a.offset for a in acks], [a.lease for a in acks]))
+
+
+class Settlements:
+    """Queues settlements and commits them in batches through ``commit``, one at a time."""
+
+    def __init__(self, commit: Callable[[list[Settlement]], Awaitable[None]]) -> None:
+        self._commit = commit
+        self._queue: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def submit(self, settlement: Settlement) -> asyncio.Future[None]:
+        """Queue a settlement for the next batch; the future resolves once it is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((settlement, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="tidings-pg-settle")
+        return future
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed (or failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            try:
+                await self._commit([settlement for settlement, _ in batch])
+            except Exception as exc:  # the batch's transaction failed as a whole
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
