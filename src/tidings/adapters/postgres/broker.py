@@ -133,6 +133,7 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         self._keyless = itertools.count(secrets.randbelow(1 << 16))
         self._publishes: GroupCommit[list[PublishResult]] = GroupCommit(self._commit_publishes)
         self._settlements = Settlements(self._commit_settlements)
+        self._background: set[asyncio.Future[None]] = set()
 
     @property
     def schema(self) -> str:
@@ -166,6 +167,7 @@ class PostgresBroker(BrokerBase, TopicTransfer):
     async def _close_storage(self) -> None:
         await self._publishes.drain()
         await self._settlements.drain()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._listener.aclose()
         if self._pool is not None:
             await self._pool.close()
@@ -320,6 +322,15 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         await self._retrying(commit)  # each one changes only an entry held under its lease
 
     async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
+        # Like a queued settlement, it completes even if the caller is cancelled meanwhile.
+        task = asyncio.ensure_future(self._move_to_dead_letter(member, claimed, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
+
+    async def _move_to_dead_letter(
+        self, member: Member, claimed: Claimed, message: Outgoing
+    ) -> None:
         ref = _ref(member)
         target = await self._topic_row(dead_letter_topic(member.topic), ref.partitions)
         placed = self._place(target, [message])

@@ -145,7 +145,7 @@ async def _take(
     if fresh:
         parts, counts = [p for p, _ in fresh], [k for _, k in fresh]
         held = (ref.group_id, until, *lease, ref.group_id)
-        params = (parts, counts, ref.group_id, ref.topic_id, *held)
+        params = (parts, counts, ref.topic_id, ref.group_id, *held)
         cursors.append(await conn.execute(s.take_new, params))
     return [row for cursor in cursors for row in await cursor.fetchall()]
 

@@ -195,10 +195,10 @@ class BrokerStatements:
             SELECT r.* FROM unnest(%s::int[], %s::int[]) AS c(partition, k)
             CROSS JOIN LATERAL (
                 SELECT m.partition, m.msg_offset, m.msg_key, m.flags, m.envelope, m.headers
-                FROM {messages} m JOIN {cursors} u ON u.group_id = %s
-                     AND u.partition = c.partition
+                FROM {messages} m
                 WHERE m.topic_id = %s AND m.partition = c.partition
-                  AND m.msg_offset >= u.next_offset
+                  AND m.msg_offset >= (SELECT u.next_offset FROM {cursors} u
+                                       WHERE u.group_id = %s AND u.partition = c.partition)
                 ORDER BY m.msg_offset LIMIT c.k) AS r),
         held AS (
             INSERT INTO {pending} (group_id, partition, msg_offset, attempt, visible_at_us,
