@@ -1,4 +1,5 @@
-"""The outbox commands: ``tidings outbox relay URL BROKER_URL``, ``tidings outbox status URL``."""
+"""The outbox commands: ``tidings outbox relay URL BROKER_URL``, ``tidings outbox status URL``
+(and ``tidings outbox slot ...``, in `tidings.cli.outbox_slot`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from datetime import UTC, datetime
 
 import typer
 
+from tidings.cli.outbox_slot import slot_commands
 from tidings.errors import TidingsError
 from tidings.outbox.ports import OutboxSource, OutboxStatus
 
 __all__ = ["register"]
 
 outbox = typer.Typer(help="The transactional outbox: run a relay, show the backlog.")
+outbox.add_typer(slot_commands, name="slot")  # the tableless outbox's replication slot
 
 _URL = typer.Argument(..., help="The outbox's database: sqlite:///app.db, postgresql://...")
 _SOURCE = typer.Option(

@@ -4,12 +4,14 @@
 (the outbox table, the default) or another kind registered here (``--source KIND``, or
 ``?source=KIND`` in the URL, which is removed before the source sees the URL). Every class
 takes the URL as its first argument and the options given on the command line (``schema``,
-``table``, ``retention``...) as keyword arguments; nothing is imported until asked for.
+``table``, ``retention``...) as keyword arguments; an option the class does not take is a
+`ConfigurationError` naming the ones it does. Nothing is imported until asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode
 
@@ -48,7 +50,8 @@ def open_source(url: str, kind: str | None = None, **options: object) -> OutboxS
     """Return an (unopened) outbox source for a URL and kind.
 
     Raises:
-        ConfigurationError: no source of that kind for the scheme, or its driver is missing.
+        ConfigurationError: no source of that kind for the scheme, its driver is missing, or
+            it takes no such option.
     """
     url, kind = split_kind(url, kind)
     scheme = scheme_of(url)
@@ -65,4 +68,19 @@ def open_source(url: str, kind: str | None = None, **options: object) -> OutboxS
         message = f"cannot load the {scheme} outbox{hint} ({exc})"
         raise ConfigurationError(message, extra=extra) from exc
     cls = getattr(module, class_name)
+    _check_options(cls, f"the {kind!r} outbox source for {scheme}://", options)
     return cast(OutboxSource, cls(url, **options))
+
+
+def _check_options(cls: type, what: str, options: dict[str, object]) -> None:
+    """Raise `ConfigurationError` naming the options ``cls`` takes no keyword for."""
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    taken = sorted(n for n, p in list(parameters.items())[1:] if p.kind in named)  # not the URL
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise ConfigurationError(
+            f"{what} has no option {', '.join(unknown)} (it takes: {', '.join(taken)})"
+        )
