@@ -105,12 +105,20 @@ class SQLiteSQL:
 
 _PG_INSERT: Final = """WITH serialised AS (SELECT pg_advisory_xact_lock(CAST(:lock AS bigint)))
 INSERT INTO {t} ({c}) SELECT {v} FROM serialised"""
+# A scalar subquery with LIMIT 1 runs once per shard as one index probe; EXISTS may be planned
+# as a join that reads the whole backlog, on every fetch.
 _PG_CLAIM_SHARDS: Final = """SELECT s.shard FROM {s} AS s
-WHERE EXISTS (SELECT 1 FROM {t} AS o WHERE o.shard = s.shard AND o.processed_at IS NULL)
+WHERE (SELECT true FROM {t} AS o WHERE o.shard = s.shard AND o.processed_at IS NULL LIMIT 1)
 ORDER BY random() LIMIT :shards FOR UPDATE SKIP LOCKED"""
-_PG_FETCH: Final = """SELECT seq, payload::text, flags, topic, partition_key, aggregate_type,
-    aggregate_id, occurred_at FROM {t}
-WHERE processed_at IS NULL AND shard = ANY(:shards) ORDER BY seq LIMIT :limit"""
+# The oldest rows of each shard by the (shard, seq) index, then the oldest of those: reads at
+# most limit x shards index entries, where one "shard = ANY(...) ORDER BY seq" sorts the whole
+# backlog on every fetch (quadratic when a relay drains a large backlog).
+_PG_FETCH: Final = """WITH oldest AS (SELECT o.seq
+    FROM unnest(CAST(:shards AS smallint[])) AS s (shard) CROSS JOIN LATERAL (SELECT seq FROM {t} WHERE processed_at IS NULL AND shard = s.shard
+        ORDER BY seq LIMIT :limit) AS o
+    ORDER BY o.seq LIMIT :limit)
+SELECT t.seq, t.payload::text, t.flags, t.topic, t.partition_key, t.aggregate_type,
+    t.aggregate_id, t.occurred_at FROM {t} AS t JOIN oldest USING (seq) ORDER BY t.seq"""
 _PG_STAMP: Final = "UPDATE {t} SET processed_at = now() WHERE seq = ANY(:seqs)"
 _PG_DELETE: Final = "DELETE FROM {t} WHERE seq = ANY(:seqs)"
 _PG_PURGE: Final = """DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t}

@@ -186,9 +186,19 @@ class PostgresOutboxSource(Resource, OutboxSource):
 
     async def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+            conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=False, connect_timeout=int(self.connect_timeout)
             )
+            # This connection runs only the fetch and mark statements. An outbox table's
+            # statistics are often stale (it fills and empties); planned from them, a bitmap
+            # scan reads a shard's whole backlog to return its oldest rows.
+            try:
+                await conn.execute(b"SET enable_bitmapscan = off")
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     async def fetch(self, limit: int) -> Sequence[OutboxMessage]:

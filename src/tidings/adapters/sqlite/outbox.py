@@ -185,6 +185,9 @@ class SQLiteOutboxSource(Resource, OutboxSource):
 
     def expect_commit(self) -> None:
         """Watch for commits closely for a moment (an add in this process is about to commit)."""
+        # Already poked: skip the loop wake-up (a write to its self-pipe) per add of a burst.
+        if self._poked.is_set():
+            return
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._poked.set)
