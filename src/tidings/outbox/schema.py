@@ -114,8 +114,8 @@ ORDER BY random() LIMIT :shards FOR UPDATE SKIP LOCKED"""
 # most limit x shards index entries, where one "shard = ANY(...) ORDER BY seq" sorts the whole
 # backlog on every fetch (quadratic when a relay drains a large backlog).
 _PG_FETCH: Final = """WITH oldest AS (SELECT o.seq
-    FROM unnest(CAST(:shards AS smallint[])) AS s (shard) CROSS JOIN LATERAL (SELECT seq FROM {t} WHERE processed_at IS NULL AND shard = s.shard
-        ORDER BY seq LIMIT :limit) AS o
+    FROM unnest(CAST(:shards AS smallint[])) AS s (shard) CROSS JOIN LATERAL (SELECT seq
+        FROM {t} WHERE processed_at IS NULL AND shard = s.shard ORDER BY seq LIMIT :limit) AS o
     ORDER BY o.seq LIMIT :limit)
 SELECT t.seq, t.payload::text, t.flags, t.topic, t.partition_key, t.aggregate_type,
     t.aggregate_id, t.occurred_at FROM {t} AS t JOIN oldest USING (seq) ORDER BY t.seq"""
