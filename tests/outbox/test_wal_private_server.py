@@ -1,8 +1,9 @@
 """The tableless outbox on a private PostgreSQL cluster: a server without logical decoding,
-and a server crash after a mark (which the shared server must never suffer).
+and a server crash after a mark (which the shared server must never suffer), with marks kept
+in the slot only and with marks committed to a table too.
 
-The cluster starts with PostgreSQL's default ``wal_level = replica``; the second test turns
-logical decoding on (``ALTER SYSTEM``) and restarts it.
+The cluster starts with PostgreSQL's default ``wal_level = replica``; the crash tests turn
+logical decoding on (``ALTER SYSTEM``) and restart it.
 """
 
 from __future__ import annotations
@@ -57,19 +58,37 @@ async def test_open_explains_that_wal_level_must_be_logical(cluster: PrivateClus
     await source.aclose()
 
 
-async def test_server_crash_after_a_mark_relays_the_batch_again(cluster: PrivateCluster) -> None:
+async def ensure_logical(cluster: PrivateCluster) -> None:
+    """Turn logical decoding on (``ALTER SYSTEM`` and a restart) unless it is on already."""
     async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+        level = await (await conn.execute("SHOW wal_level")).fetchone()
+        if level == ("logical",):
+            return
         await conn.execute("ALTER SYSTEM SET wal_level = logical")
     await asyncio.to_thread(crash_and_restart, cluster)
-    async with PostgresWalOutboxSource(cluster.url, slot="outbox") as source:
+
+
+@pytest.mark.parametrize(
+    ("mark_table", "after_crash"),
+    [(None, [1]), ("tidings_outbox_marks", [])],
+    ids=["marks-in-the-slot", "mark-table"],
+)
+async def test_server_crash_after_a_mark_relays_the_batch_again_unless_marks_are_committed(
+    cluster: PrivateCluster, mark_table: str | None, after_crash: list[int]
+) -> None:
+    await ensure_logical(cluster)
+    slot = "outbox_marks" if mark_table else "outbox"
+    options = {"slot": slot, "mark_table": mark_table}
+    async with PostgresWalOutboxSource(cluster.url, **options) as source:  # type: ignore[arg-type]
         async with await psycopg.AsyncConnection.connect(cluster.url) as conn:
             await outbox_wal.add(conn, event(1), topic="orders")
             await conn.commit()
         await source.mark_relayed(await source.fetch(10))
         assert await source.fetch(10) == []
     await asyncio.to_thread(crash_and_restart, cluster)  # SIGKILL: no shutdown checkpoint
-    async with PostgresWalOutboxSource(cluster.url, slot="outbox") as source:
-        # The slot's new position reached disk only at a checkpoint: the mark is undone.
-        assert numbers(await source.fetch(10)) == [1]
+    async with PostgresWalOutboxSource(cluster.url, **options) as source:  # type: ignore[arg-type]
+        # The slot's new position reached disk only at a checkpoint: the mark is undone,
+        # unless it was committed to the mark table as well.
+        assert numbers(await source.fetch(10)) == after_crash
         await source.mark_relayed(await source.fetch(10))
         await source.drop()

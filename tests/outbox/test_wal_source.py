@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg import sql
 from tests.outbox.wal_support import (
     POSTGRES_URL,
     event,
@@ -264,3 +265,62 @@ def test_slot_is_named_by_the_url_when_not_given() -> None:
 def test_slot_names_are_checked(name: str) -> None:
     with pytest.raises(ConfigurationError, match="slot name"):
         PostgresWalOutboxSource(POSTGRES_URL, slot=name)
+
+
+@pytest.fixture
+async def mark_table() -> AsyncIterator[str]:
+    name = f"tidings_test_wal_marks_{new_slot()[-16:]}"
+    yield name
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+async def marked_and_confirmed(slot: str, table: str) -> tuple[object, object]:
+    """Return the slot's position in the mark table and its confirmed position."""
+    query = sql.SQL(
+        "SELECT (SELECT lsn FROM {} WHERE slot = %(slot)s),"
+        " (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %(slot)s)"
+    ).format(sql.Identifier(table))
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+        row = await (await conn.execute(query, {"slot": slot})).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+async def test_mark_table_holds_the_position_the_slot_was_marked_to(
+    opened: Made, slot: str, mark_table: str
+) -> None:
+    source = await source_on(opened, slot, mark_table=mark_table)
+    await write([event(1)])
+    await write([event(2)])
+    await source.mark_relayed(await source.fetch(1))
+    marked, confirmed = await marked_and_confirmed(slot, mark_table)
+    assert marked is not None
+    assert marked == confirmed
+    await source.mark_relayed(await source.fetch(1))
+    assert (await marked_and_confirmed(slot, mark_table))[0] > marked  # type: ignore[operator]
+
+
+async def test_mark_table_is_not_written_when_nothing_was_marked(
+    opened: Made, slot: str, mark_table: str
+) -> None:
+    source = await source_on(opened, slot, mark_table=mark_table)
+    await write([event(1)], prefix="another.outbox")
+    assert await source.fetch(10) == []  # the slot moves past WAL with nothing for it
+    assert (await marked_and_confirmed(slot, mark_table))[0] is None
+
+
+async def test_drop_forgets_the_slot_in_the_mark_table(
+    opened: Made, slot: str, mark_table: str
+) -> None:
+    source = await source_on(opened, slot, mark_table=mark_table)
+    await write([event(1)])
+    await source.mark_relayed(await source.fetch(10))
+    await source.drop()
+    assert await marked_and_confirmed(slot, mark_table) == (None, None)
+
+
+@pytest.mark.parametrize("name", ["a.b.c", "has-dash", "public.", "1table"])
+def test_mark_table_names_are_checked(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="mark table"):
+        PostgresWalOutboxSource(POSTGRES_URL, mark_table=name)

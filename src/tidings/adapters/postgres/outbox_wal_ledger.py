@@ -32,12 +32,14 @@ class WalTransaction:
     Attributes:
         end_lsn: The end of its commit record: the slot moves here once it is all marked.
         rows: How many decoded records it spans (to size the next peek).
+        messages: How many outbox messages of the source's prefix it holds.
         unmarked: Positions of its messages handed out and not yet marked.
         released: Given back by the relay; it is handed out again.
     """
 
     end_lsn: int
     rows: int
+    messages: int = 0
     unmarked: set[int] = field(default_factory=set)
     released: bool = False
 
@@ -125,6 +127,7 @@ class TransactionLedger:
             if taken and len(taken) + len(messages) > limit:
                 complete = False
                 break
+            txn.messages = len(messages)
             txn.unmarked = {message.position for message in messages}
             self._txns[txn.end_lsn] = txn
             self._txn_of.update(dict.fromkeys(txn.unmarked, txn.end_lsn))
@@ -158,12 +161,18 @@ class TransactionLedger:
             target = max(target, self._tip)
         return target if target > self._advanced else None
 
-    def advanced(self, target: int | None) -> None:
-        """Record that the slot moved to ``target`` (None: it did not need to move)."""
+    def advanced(self, target: int | None) -> bool:
+        """Record that the slot moved to ``target`` (None: it did not need to move).
+
+        Returns whether marked messages are now behind the slot (not only WAL with nothing
+        for this source).
+        """
+        marked = False
         for end_lsn in self._finished():
-            del self._txns[end_lsn]
+            marked = marked or self._txns.pop(end_lsn).messages > 0
         if target is not None:
             self._advanced = max(self._advanced, target)
+        return marked
 
     def forget(self) -> None:
         """Forget everything (a new session, or the slot was dropped)."""

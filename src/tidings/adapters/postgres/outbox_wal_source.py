@@ -10,7 +10,9 @@ with the ``pgoutput`` plugin (``messages 'true'``):
   whose messages were all marked, in commit order. The new position survives the relay
   process and its connection at once; PostgreSQL itself writes it to disk at its next
   checkpoint, so a *server* crash may rewind the slot to that checkpoint and the messages
-  since are relayed again (the broker's idempotent publish by event id absorbs that).
+  since are relayed again (the broker's idempotent publish by event id absorbs that). With
+  ``mark_table`` set, each mark is also committed to a table and the slot is moved forward to
+  it when a source becomes active, so marks survive a server crash too (`outbox_wal_marks`).
 - A slot has one reader at a time: the source holds a session advisory lock keyed by the slot
   name for as long as its connection lives. Other sources on the slot are standbys: their
   `fetch` returns nothing (trying the lock again each time) until the active one goes away.
@@ -28,6 +30,7 @@ import psycopg
 
 from tidings.adapters.postgres.connection import Listener, conninfo_from_url, translate_errors
 from tidings.adapters.postgres.outbox_wal_ledger import Peeked, TransactionLedger, read_peek
+from tidings.adapters.postgres.outbox_wal_marks import MarkTable
 from tidings.adapters.postgres.outbox_wal_slot import (
     DEFAULT_SLOT,
     WalSlotStatus,
@@ -79,6 +82,9 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
             committed before the slot exists are never read: open a source (or call
             `create_slot`) before the writers start.
         max_retained_bytes: `slot_status` and `status` log a warning past this much WAL kept.
+        mark_table: None (marks live in the slot: a server crash may undo the latest ones),
+            or ``table`` / ``schema.table``: every mark is also committed to this table
+            (created on `open` when missing), so marks survive a server crash as well.
 
     Attributes:
         min_poll: First polling interval of `wait` after an empty fetch, in seconds.
@@ -101,6 +107,7 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         channel: str | None = DEFAULT_CHANNEL,
         create: bool = True,
         max_retained_bytes: int = 1 << 30,
+        mark_table: str | None = None,
     ) -> None:
         url, named = split_slot(url)
         self.url = url
@@ -109,6 +116,7 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         self.channel = channel
         self.max_retained_bytes = max_retained_bytes
         self._create = create
+        self._marks = MarkTable(mark_table) if mark_table is not None else None
         self._conninfo = conninfo_from_url(url)
         self._lock_key = lock_key("outbox_wal", slot)
         self._conn: AnyConn | None = None
@@ -140,6 +148,8 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
             await check_wal_level(conn)
             if self._create:
                 await create_slot(conn, self.slot)
+            if self._marks is not None:
+                await self._marks.create(conn)
         except BaseException:
             await self._close()  # a failed open leaves nothing behind
             raise
@@ -243,7 +253,10 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         """Drop the slot and its publication: unrelayed messages are lost, the WAL freed."""
         await self._ensure_open()
         async with self._ops:
-            dropped = await drop_slot(await self._connection(), self.slot)
+            conn = await self._connection()
+            dropped = await drop_slot(conn, self.slot)
+            if self._marks is not None:
+                await self._marks.forget(conn, self.slot)
             self._ledger.forget()
             return dropped
 
@@ -262,11 +275,18 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
     async def _try_activate(self, conn: AnyConn) -> bool:
         with translate_errors():
             row = await (await conn.execute(_TRY_LOCK, (self._lock_key,))).fetchone()
-        self._active = bool(row and row[0])
-        if self._active:
+        if row and row[0]:
             self._ledger.forget()
+            await self._restore_mark(conn)  # if it fails, the next try locks (again) and retries
+            self._active = True
             logger.info("outbox slot %s: this source is now active", self.slot)
         return self._active
+
+    async def _restore_mark(self, conn: AnyConn) -> None:
+        # After a server crash the slot may be behind the last committed mark: catch it up.
+        marked = None if self._marks is None else await self._marks.read(conn, self.slot)
+        if marked is not None:
+            await self._in_use_retrying(conn, _ADVANCE, {"lsn": marked, "slot": self.slot})
 
     async def _peek(self, conn: AnyConn, rows: int) -> Peeked:
         params = {"slot": self.slot, "rows": rows, "publication": self.slot}
@@ -280,7 +300,9 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         if target is not None:
             params = {"lsn": format_lsn(target), "slot": self.slot}
             await self._in_use_retrying(conn, _ADVANCE, params)
-        self._ledger.advanced(target)
+        marked = self._ledger.advanced(target)
+        if marked and target is not None and self._marks is not None:
+            await self._marks.record(conn, self.slot, target)
 
     async def _in_use_retrying(
         self, conn: AnyConn, query: bytes, params: Mapping[str, object]
