@@ -255,9 +255,12 @@ async def test_source_without_create_needs_an_existing_slot(opened: Made, slot: 
         await watcher.status()
 
 
-def test_slot_is_named_by_the_url_when_not_given() -> None:
-    source = PostgresWalOutboxSource(f"{POSTGRES_URL}?slot=from_url&connect_timeout=5")
+def test_slot_and_mark_table_are_named_by_the_url_when_not_given() -> None:
+    source = PostgresWalOutboxSource(
+        f"{POSTGRES_URL}?slot=from_url&connect_timeout=5&mark_table=app.marks"
+    )
     assert (source.slot, source.url) == ("from_url", f"{POSTGRES_URL}?connect_timeout=5")
+    assert source.mark_table == "app.marks"
     assert PostgresWalOutboxSource(POSTGRES_URL).slot == outbox_wal.DEFAULT_SLOT
 
 

@@ -9,6 +9,8 @@ This module is the public surface; each part lives in a module of its own:
 - `outbox_wal_source`: `PostgresWalOutboxSource`, an `OutboxSource` over a ``pgoutput``
   replication slot (peek to fetch, advance to mark, one active reader per slot).
 - `outbox_wal_ledger`: the source's bookkeeping of whole transactions handed out and marked.
+- `outbox_wal_marks`: marks committed to a table too (``mark_table=``), so they survive a
+  server crash.
 - `outbox_wal_slot`: slot administration: `create_slot`, `drop_slot`, `slot_status`,
   `check_wal_level`.
 

@@ -28,7 +28,7 @@ __all__ = [
     "create_slot",
     "drop_slot",
     "slot_status",
-    "split_slot",
+    "split_param",
 ]
 
 DEFAULT_SLOT: Final = "tidings_outbox"
@@ -75,12 +75,12 @@ def check_slot_name(slot: str) -> str:
     return slot
 
 
-def split_slot(url: str) -> tuple[str, str | None]:
-    """Return the URL without its ``slot`` query parameter, and that parameter (or None)."""
+def split_param(url: str, param: str) -> tuple[str, str | None]:
+    """Return the URL without the query parameter ``param``, and its (last) value or None."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    named = [value for name, value in query if name == "slot"]
-    rest = urlencode([(name, value) for name, value in query if name != "slot"])
+    named = [value for name, value in query if name == param]
+    rest = urlencode([(name, value) for name, value in query if name != param])
     return urlunsplit(parts._replace(query=rest)), named[-1] if named else None
 
 

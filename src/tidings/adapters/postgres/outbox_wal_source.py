@@ -39,7 +39,7 @@ from tidings.adapters.postgres.outbox_wal_slot import (
     create_slot,
     drop_slot,
     slot_status,
-    split_slot,
+    split_param,
 )
 from tidings.adapters.postgres.outbox_wal_writer import DEFAULT_CHANNEL, DEFAULT_PREFIX
 from tidings.adapters.postgres.sql import lock_key
@@ -72,8 +72,9 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
     """An `OutboxSource` over a logical replication slot (see the module docstring).
 
     Args:
-        url: ``postgresql://user@host:port/dbname``: the database the writers write to; a
-            ``slot`` query parameter names the slot (for the command line).
+        url: ``postgresql://user@host:port/dbname``: the database the writers write to; the
+            query parameters ``slot`` and ``mark_table`` stand for the arguments of those
+            names when they are not given (for the command line).
         slot: The slot's name (1-63 of a-z, 0-9, _); its publication has the same name. The
             default is the URL's ``slot``, else `DEFAULT_SLOT`.
         prefix: The message prefix the writers use; other messages are skipped.
@@ -109,7 +110,9 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         max_retained_bytes: int = 1 << 30,
         mark_table: str | None = None,
     ) -> None:
-        url, named = split_slot(url)
+        url, named = split_param(url, "slot")
+        url, named_table = split_param(url, "mark_table")
+        self.mark_table = mark_table = mark_table or named_table
         self.url = url
         self.slot = slot = check_slot_name(slot or named or DEFAULT_SLOT)
         self.prefix = prefix
