@@ -15,6 +15,7 @@ from click.testing import Result
 from tests.outbox.wal_support import POSTGRES_URL, drop_slot, event, new_slot, write
 from typer.testing import CliRunner
 
+from tidings.adapters.postgres.outbox_wal import PostgresWalOutboxSource
 from tidings.cli import app
 from tidings.errors import ConfigurationError
 from tidings.outbox.sources import open_source
@@ -50,7 +51,7 @@ def test_slot_status_shows_the_backlog_and_that_no_relay_reads(slot: str) -> Non
     result = run("slot", "status", POSTGRES_URL, "--slot", slot)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:2] == [f"slot: {slot}", "active: no"]
+    assert lines[:3] == [f"slot: {slot}", "relay: none", "decoding now: no"]
     assert lines[-2:] == ["wal_status: reserved", "backlog: 2"]
 
 
@@ -62,6 +63,24 @@ def test_slot_drop_with_yes_removes_the_slot(slot: str) -> None:
     assert (dropped.exit_code, dropped.stdout) == (0, f"dropped slot {slot}\n")
     assert missing.exit_code == 1
     assert missing.stderr == f"error: replication slot {slot!r} does not exist\n"
+
+
+async def read_slot(slot: str) -> list[str]:
+    """Run ``slot status`` and ``slot drop`` while a source on ``slot`` is its active reader."""
+    async with PostgresWalOutboxSource(POSTGRES_URL, slot=slot) as source:
+        assert await source.activate()
+        status = await asyncio.to_thread(run, "slot", "status", WAL_URL, "--slot", slot)
+        drop = await asyncio.to_thread(run, "slot", "drop", WAL_URL, "--slot", slot, "--yes")
+        assert (status.exit_code, drop.exit_code) == (0, 1)
+        return [*status.stdout.splitlines()[1:2], drop.stderr]
+
+
+@pytest.mark.postgres
+def test_slot_status_shows_a_running_relay_and_drop_refuses_it(slot: str) -> None:
+    status, refused = asyncio.run(read_slot(slot))
+    assert status == "relay: running"
+    assert refused == f"error: a relay is reading slot {slot!r}: stop it first\n"
+    assert run("slot", "drop", WAL_URL, "--slot", slot, "--yes").exit_code == 0  # once it left
 
 
 @pytest.mark.postgres

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from tidings.errors import TidingsError
+from tidings.errors import ConfigurationError, TidingsError
 
 if TYPE_CHECKING:
     from tidings.adapters.postgres.outbox_wal import PostgresWalOutboxSource
@@ -73,12 +73,14 @@ def drop(
 ) -> None:
     """Drop the slot and its publication: its WAL is freed, unrelayed messages are lost.
 
-    Fails while a relay reads the slot (stop it first).
+    Refuses while a relay holds the slot (stop it first).
     """
     if not yes:
         typer.confirm("Unrelayed messages of the slot will be lost. Drop it?", abort=True)
 
     async def action(source: PostgresWalOutboxSource) -> tuple[str, bool]:
+        if not await source.activate():  # held until the drop is done: no relay starts reading
+            raise ConfigurationError(f"a relay is reading slot {source.slot!r}: stop it first")
         return source.slot, await source.drop()
 
     name, dropped = _run(url, slot, action)
@@ -94,7 +96,8 @@ def status(url: str = _URL, slot: str | None = _SLOT) -> None:
         backlog = (await source.status()).backlog
         return [
             f"slot: {found.slot}",
-            f"active: {'yes' if found.active else 'no'}",
+            f"relay: {'running' if await source.has_reader() else 'none'}",
+            f"decoding now: {'yes' if found.active else 'no'}",
             f"retained: {found.retained_bytes} bytes",
             f"unconsumed: {found.unconsumed_bytes} bytes",
             f"wal_status: {found.wal_status}",

@@ -62,6 +62,11 @@ SELECT 1 FROM pg_replication_slots AS s, LATERAL pg_replication_slot_advance(
 WHERE s.slot_name = %(slot)s"""
 _TRY_LOCK: Final = b"SELECT pg_try_advisory_lock(%s)"
 _UNLOCK: Final = b"SELECT pg_advisory_unlock(%s)"
+_LOCK_HELD: Final = b"""
+SELECT EXISTS (SELECT 1 FROM pg_locks AS l JOIN pg_database AS d ON d.oid = l.database
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND d.datname = current_database() AND l.classid = %s::bigint::oid
+    AND l.objid = %s::bigint::oid)"""
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +232,21 @@ class PostgresWalOutboxSource(Resource, OutboxSource):
         oldest = min((m.occurred_at for m in messages), default=None)
         await self.slot_status()
         return OutboxStatus(backlog=len(messages), oldest=oldest, relayed=0)
+
+    async def has_reader(self) -> bool:
+        """Whether some source (this one or another) is the slot's active reader now.
+
+        Unlike `WalSlotStatus.active` (a session decoding at this instant), this sees a relay
+        between fetches too. It never takes the slot.
+        """
+        await self._ensure_open()
+        unsigned = self._lock_key & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks splits the key in two oids
+        async with self._ops:
+            conn = await self._connection()
+            with translate_errors():
+                params = (unsigned >> 32, unsigned & 0xFFFF_FFFF)
+                row = await (await conn.execute(_LOCK_HELD, params)).fetchone()
+        return bool(row and row[0])
 
     async def slot_status(self) -> WalSlotStatus:
         """Return what the slot costs the server; log a warning past ``max_retained_bytes``.
