@@ -7,6 +7,7 @@ import typer
 from tidings import __version__
 from tidings.cli import demo, dlq, doctor, eventstore, ordering, projections, worker
 from tidings.cli import outbox as outbox_cli
+from tidings.cli import topics as topics_cli
 
 __all__ = ["app", "main"]
 
@@ -41,6 +42,7 @@ eventstore.register(app)
 ordering.register(app)
 projections.register(app)
 outbox_cli.register(app)
+topics_cli.register(app)
 worker.register(app)
 
 
