@@ -14,9 +14,13 @@ rebalance questions:
 
 The delivery ledger is a second consumer group, ``<group>.tidings-delivered``, that never has
 members: its committed offset in a partition is how far events were handed out. A claim that
-hands out events past it moves it first (one admin request per claim), so a member that takes
-a partition over counts what a crashed holder had received: an event handed out before is at
-least attempt 2. (Exact counts beyond that would need offset-commit metadata, which Tansu drops.)
+hands out events past it moves it first, in strides (to the end of what was fetched, so one
+admin request covers many claims), so a member that takes a partition over counts what a
+crashed holder had received: an event handed out before is at least attempt 2. When a
+partition goes away in order (revoked, or the member leaves) the ledger is set back to exactly
+how far events were handed out; after a crash, fetched events that were never handed out count
+one attempt too many. (Exact counts beyond 2 would need offset-commit metadata, which Tansu
+drops.)
 
 Settled offsets are committed in the background every ``commit_interval``; leaving the group
 commits synchronously.
@@ -127,6 +131,7 @@ class KafkaMember:
     async def revoked(self, partitions: list[int]) -> dict[int, int]:
         """Return the watermarks to commit for partitions that are going away."""
         offsets = {}
+        await self._write_exact_ledger([s for p in partitions if (s := self._states.get(p))])
         for partition in partitions:
             state = self._states.get(partition)
             if state is None:
@@ -153,8 +158,8 @@ class KafkaMember:
             del self._states[gone]
         delivered = await self._read_ledger(new)
         for partition in new:
-            self._states[partition] = PartitionState(
-                partition, epoch, delivered=delivered.get(partition, 0)
+            self._states[partition] = PartitionState.at(
+                partition, epoch, delivered.get(partition, 0)
             )
         self._revoked = set()
         self._recount()
@@ -207,17 +212,27 @@ class KafkaMember:
         return owned[start:] + owned[:start]
 
     async def _record_delivered(self, taken: list[tuple[PartitionState, Entry]]) -> None:
-        moves: dict[int, int] = {}
-        for state, entry in taken:
-            if entry.offset >= state.delivered:
-                moves[state.partition] = max(moves.get(state.partition, 0), entry.offset + 1)
+        """Move the ledger ahead of every entry handed out, in strides (to the cursor)."""
+        behind = {state.partition: state for state, _ in taken if state.handed > state.recorded}
+        moves = {p: max(s.handed, s.cursor or 0) for p, s in behind.items()}
+        await self._write_ledger(moves)
+
+    async def _write_ledger(self, moves: dict[int, int]) -> None:
         if not moves:
             return
         await self._admin.alter_group_offsets(ledger_group(self.group), self.topic, moves)
         for partition, offset in moves.items():
             moved = self._states.get(partition)
             if moved is not None:
-                moved.delivered = max(moved.delivered, offset)
+                moved.recorded = offset
+
+    async def _write_exact_ledger(self, states: list[PartitionState]) -> None:
+        """Before a partition goes: the ledger says exactly how far events were handed out."""
+        moves = {s.partition: s.handed for s in states if s.recorded != s.handed}
+        try:
+            await self._write_ledger(moves)
+        except BackendError:  # the next holder then counts some attempts one too high
+            _log.warning("could not write the delivery ledger of %r", self.group, exc_info=True)
 
     def _due(self, now: float) -> float | None:
         times = [t for s in self._states.values() if s.owned and (t := s.next_due()) is not None]
@@ -284,9 +299,9 @@ class KafkaMember:
         await asyncio.wrap_future(self._poller.command("seek", mine))
         epoch = self._poller.epoch
         for partition, offset in mine.items():
-            self._states[partition] = PartitionState(
-                partition, epoch, cursor=offset, delivered=offset, committed=offset
-            )
+            state = PartitionState.at(partition, epoch, offset, cursor=offset)
+            state.committed = offset
+            self._states[partition] = state
         self._recount()
         self._wake()
         return set(mine)
@@ -299,11 +314,12 @@ class KafkaMember:
         for claimed in unyielded:
             found = self._held(claimed)
             if found is not None:
-                found[1].attempt -= 1
+                found[0].unhand(found[1])
         if self._committer is not None:
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
+        await self._write_exact_ledger([s for s in self._states.values() if s.owned])
         offsets = {
             s.partition: m
             for s in self._states.values()

@@ -7,9 +7,11 @@ its lowest entry's offset, else the offset after the last message fetched: the o
 commits, so a commit never passes an unsettled event, however concurrently the events of one
 partition are worked on.
 
-``delivered`` is how far events were handed out to the group (by anyone), as recorded in the
-delivery ledger; an entry below it that this member never handed out was handed out before,
-so its first delivery here is attempt 2.
+``prior`` is how far events had been handed out to the group when this member got the
+partition, as the delivery ledger said; an entry below it was handed out before, so its first
+delivery here is attempt 2. ``handed`` is how far this member handed events out (exactly), and
+``recorded`` what the ledger says now: claims move it ahead of ``handed`` in strides (to the
+cursor), so most claims need no ledger write; handing the partition over writes ``handed``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class PartitionState:
     partition: int
     epoch: int
     cursor: int | None = None
-    delivered: int = 0
+    prior: int = 0
+    handed: int = 0
+    recorded: int = 0
     owned: bool = True
     entries: dict[int, Entry] = field(default_factory=dict)
     fresh: deque[Entry] = field(default_factory=deque)
@@ -55,7 +59,7 @@ class PartitionState:
 
     def add(self, entry: Entry) -> None:
         """Take a fetched message (at or after the cursor) as a new entry."""
-        if entry.offset < self.delivered:
+        if entry.offset < self.prior:
             entry.attempt = 1
         self.entries[entry.offset] = entry
         self.fresh.append(entry)
@@ -83,8 +87,16 @@ class PartitionState:
                 given += 1
                 yield entry
 
+    @classmethod
+    def at(
+        cls, partition: int, epoch: int, prior: int, *, cursor: int | None = None
+    ) -> PartitionState:
+        """Return the state of a partition taken over with the ledger at ``prior``."""
+        return cls(partition, epoch, cursor=cursor, prior=prior, handed=prior, recorded=prior)
+
     def hold(self, entry: Entry, lease: int, deadline: float) -> None:
         """Hand an entry out under a lease until a deadline."""
+        self.handed = max(self.handed, entry.offset + 1)
         entry.attempt += 1
         entry.held, entry.lease, entry.due = True, lease, deadline
         self.held[entry.offset] = entry
@@ -104,6 +116,14 @@ class PartitionState:
         self.held.pop(entry.offset, None)
         entry.held, entry.lease, entry.due = False, 0, visible_at
         self.returned[entry.offset] = entry
+
+    def unhand(self, entry: Entry) -> None:
+        """Take back a hand-out that never reached the caller (its attempt is not counted)."""
+        entry.attempt -= 1
+        while (last := self.entries.get(self.handed - 1)) is not None and (
+            self.handed > self.prior and last.attempt == 0
+        ):
+            self.handed -= 1
 
     def expire(self, now: float) -> None:
         """Make held entries whose deadline passed visible again."""
