@@ -76,7 +76,8 @@ class KafkaBrokerHarness(BrokerHarness):
                     await cleaner.delete_topic(topic)
 
     async def enforce_retention(self, broker: Broker) -> None:
-        """Retention is not offered: nothing to run."""
+        """Raise the retention floors now."""
+        await broker.enforce_retention()  # type: ignore[attr-defined]
 
     async def publish_raw(self, broker: Broker, topic: str, payload: bytes) -> None:
         """Produce the bytes as a record of the topic."""

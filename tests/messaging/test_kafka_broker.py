@@ -216,3 +216,15 @@ async def _eventually(read: object, expected: object, timeout: float = 10.0) -> 
     async with asyncio.timeout(timeout):
         while await read() != expected:  # type: ignore[operator]  # noqa: ASYNC110 - polls a server
             await asyncio.sleep(0.05)
+
+
+@needs_kafka
+@pytest.mark.kafka
+async def test_replay_does_not_go_below_the_retention_floor(broker: KafkaBroker) -> None:
+    topic, group = _topic(), f"g-{uuid.uuid4().hex[:8]}"
+    await broker.create_topic(topic, partitions=1, retention=Retention(max_count=2))
+    await broker.publish(topic, _events(5))
+    assert await broker.enforce_retention() == 3
+    await broker.replay(topic, group=group, offsets={0: 0})
+    assert await broker.group_positions(topic) == {group: {0: 3}}
+    assert [m.offset for m in await broker.read_partition(topic, 0)] == [3, 4]

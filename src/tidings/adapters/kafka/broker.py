@@ -13,7 +13,8 @@ How the port maps onto Kafka (each module's docstring has the details):
   `partitions`): the committed offset is the lowest unsettled offset, never past a failed event;
 - replay seeks this broker's members, or alters the offsets of a group without members; by
   time through ``offsets_for_times`` (`reading`);
-- retention is recorded (`catalog`) but not applied (see `tidings.adapters.kafka.capabilities`);
+- retention by age and count is a floor per partition, never above a group's committed offset
+  (`retention`), recorded per topic in Kafka itself (`catalog`);
 - `TopicTransfer` reads partitions with an assigned consumer and appends in place (`transfer`).
 
 The client is confluent-kafka (librdkafka): against Tansu its idempotent producer, offset
@@ -38,6 +39,7 @@ from tidings.adapters.kafka.member import KafkaMember, ledger_group
 from tidings.adapters.kafka.options import parse_url
 from tidings.adapters.kafka.producing import Record, Sender
 from tidings.adapters.kafka.reading import PartitionReader
+from tidings.adapters.kafka.retention import RetentionJob
 from tidings.adapters.kafka.transfer import group_positions, stored_message
 from tidings.events import Event
 from tidings.eventstore.records import encode_event
@@ -108,6 +110,7 @@ class KafkaBroker(BrokerBase, TopicTransfer):
         self._admin = Admin(self.servers, self.options)
         self._reader = PartitionReader(self.servers, self.options)
         self._catalog = RetentionCatalog(self._admin, self._reader)
+        self._retention = RetentionJob(self._admin, self._reader, self._catalog)
         self._settling: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -201,6 +204,7 @@ class KafkaBroker(BrokerBase, TopicTransfer):
             admin=self._admin,
             commit_interval=self.options.commit_interval,
             wake=self._wakeup.notify,
+            floors=self._retention.floors,
         )
         member.joined = joined
         self._members.add(joined)
@@ -275,7 +279,9 @@ class KafkaBroker(BrokerBase, TopicTransfer):
         if offsets is None:
             assert since_us is not None
             offsets = await self._reader.at_time(topic, range(count), since_us // 1000)
-        remaining = {p: o for p, o in offsets.items() if 0 <= p < count}
+        floors = await self._retention.floors(topic, count)
+        offsets = {p: max(o, floors.get(p, 0)) for p, o in offsets.items() if 0 <= p < count}
+        remaining = dict(offsets)
         for joined in [m for m in self._members if (m.topic, m.group) == (topic, group)]:
             for moved in await joined.replay(remaining):
                 remaining.pop(moved, None)
@@ -284,7 +290,7 @@ class KafkaBroker(BrokerBase, TopicTransfer):
         await self._admin.alter_group_offsets(ledger_group(group), topic, dict(offsets))
 
     async def _enforce_retention(self) -> int:
-        return 0  # retention is not offered (see the capability notes)
+        return await self._retention.enforce()
 
     # -- TopicTransfer ---------------------------------------------------------------------------
 
@@ -303,7 +309,8 @@ class KafkaBroker(BrokerBase, TopicTransfer):
         await self._ensure_open()
         if await self._admin.describe(topic) is None:
             return []
-        messages = await self._reader.read(topic, partition, from_offset, limit)
+        floor = (await self._retention.floors(topic, partition + 1)).get(partition, 0)
+        messages = await self._reader.read(topic, partition, max(from_offset, floor), limit)
         return [stored_message(message) for message in messages]
 
     async def group_positions(self, topic: str) -> Mapping[str, Mapping[int, int]]:

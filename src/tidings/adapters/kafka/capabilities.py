@@ -36,10 +36,11 @@ _NOTES: Final = {
         " processes"
     ),
     Operation.RETENTION_AGE: (
-        "not offered: Kafka's retention.ms deletes unsettled events, and Tansu has no"
-        " DeleteRecords to trim up to the groups' committed offsets"
+        "a floor per partition, never above a group's committed offset, below which new groups,"
+        " replays and reads do not go; the storage is not reclaimed (Kafka's retention.ms would"
+        " delete unsettled events, and Tansu has no DeleteRecords)"
     ),
-    Operation.RETENTION_COUNT: "not offered, for the same reasons as retention by age",
+    Operation.RETENTION_COUNT: "the same floor as retention by age",
 }
 
 KAFKA_CAPABILITIES: Final = Capabilities(
@@ -55,8 +56,8 @@ KAFKA_CAPABILITIES: Final = Capabilities(
         Operation.REPLAY_OFFSET: Support.NATIVE,
         Operation.REPLAY_TIME: Support.NATIVE,
         Operation.IDEMPOTENT_PUBLISH: Support.EMULATED,
-        Operation.RETENTION_AGE: Support.UNSUPPORTED,
-        Operation.RETENTION_COUNT: Support.UNSUPPORTED,
+        Operation.RETENTION_AGE: Support.EMULATED,
+        Operation.RETENTION_COUNT: Support.EMULATED,
     },
     notes=_NOTES,
 )

@@ -4,7 +4,7 @@ Kafka has no place for "keep the last N events", and its ``retention.ms`` would 
 that a group has not settled, so a topic's `Retention` is recorded as one message of the
 one-partition topic ``__tidings_topics`` (key: the topic, value: JSON), written when the topic
 is created with one. Reading it back replays that topic once per broker; the last message per
-key wins. Recording it does not apply it: see the capability notes on retention.
+key wins. `tidings.adapters.kafka.retention` applies it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ class RetentionCatalog:
         if self._known is None:
             self._known = await self._load()
         return self._known.get(topic, Retention())
+
+    async def all(self) -> dict[str, Retention]:
+        """Return every topic's recorded retention (reloaded: other processes record too)."""
+        self._known = await self._load()
+        return dict(self._known)
 
     async def _load(self) -> dict[str, Retention]:
         known: dict[str, Retention] = {}

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 from tidings.adapters.kafka.admin import Admin
@@ -67,8 +67,10 @@ class KafkaMember:
         admin: Admin,
         commit_interval: float,
         wake: Callable[[], None],
+        floors: Callable[[str, int], Awaitable[dict[int, int]]],
     ) -> None:
         self.member = member
+        self._floors = floors
         self._admin = admin
         self._commit_interval = commit_interval
         self._wake = wake
@@ -157,6 +159,7 @@ class KafkaMember:
         for gone in set(self._states) - set(partitions):
             del self._states[gone]
         delivered = await self._read_ledger(new)
+        starts.update(await self._above_the_floor(new))
         for partition in new:
             self._states[partition] = PartitionState.at(
                 partition, epoch, delivered.get(partition, 0)
@@ -166,6 +169,21 @@ class KafkaMember:
         self._joined.set()
         self._wake()
         return starts
+
+    async def _above_the_floor(self, partitions: list[int]) -> dict[int, int]:
+        """Where new partitions start when retention's floor is above the group's offset."""
+        if not partitions:
+            return {}
+        count = max(partitions) + 1
+        try:
+            floors = await self._floors(self.topic, count)
+            if not any(floors.get(p, 0) for p in partitions):
+                return {}
+            committed = await self._admin.group_offsets(self.group, self.topic, count)
+        except BackendError:  # the group then starts at its offset, retained or not
+            _log.warning("could not read the retention floor of %r", self.topic, exc_info=True)
+            return {}
+        return {p: floors[p] for p in partitions if floors.get(p, 0) > committed.get(p, -1)}
 
     async def _read_ledger(self, partitions: list[int]) -> dict[int, int]:
         if not partitions:

@@ -3,7 +3,8 @@
 Partitions are read with an assigned consumer (`tidings.adapters.kafka.reading`), so reading
 joins no group and commits nothing. A group's position is its committed offset, which the
 member keeps at its lowest unsettled offset; the delivery ledgers (``*.tidings-delivered``)
-are bookkeeping, not groups, and are left out. Kafka has no "groups of a topic" query: every
+and the retention floors (``__tidings_retention``) are bookkeeping, not groups, and are left
+out (a tidings group name cannot start with ``_``). Kafka has no "groups of a topic" query: every
 group's offsets are asked for, concurrently.
 """
 
@@ -44,7 +45,9 @@ async def group_positions(
     admin: Admin, topic: str, partitions: int
 ) -> Mapping[str, Mapping[int, int]]:
     """Return each group's committed offset per partition of a topic."""
-    groups = [g for g in await admin.groups() if not g.endswith(LEDGER_SUFFIX)]
+    groups = [
+        g for g in await admin.groups() if not g.endswith(LEDGER_SUFFIX) and not g.startswith("__")
+    ]
     limit = asyncio.Semaphore(_CONCURRENT)
 
     async def offsets(group: str) -> tuple[str, dict[int, int]]:
