@@ -26,8 +26,8 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -37,7 +37,12 @@ from tidings.adapters.postgres import broker_claims as claims
 from tidings.adapters.postgres import broker_transfer as transfer
 from tidings.adapters.postgres.broker_options import parse_url
 from tidings.adapters.postgres.broker_publish import Placed, TopicRow, write
-from tidings.adapters.postgres.broker_settle import Settlement, Settlements, commit_batch
+from tidings.adapters.postgres.broker_settle import (
+    Settlement,
+    Settlements,
+    commit_batch,
+    finish,
+)
 from tidings.adapters.postgres.broker_sql import BrokerStatements, channel, ddl
 from tidings.adapters.postgres.connection import Listener, open_pool, translate_errors
 from tidings.adapters.postgres.group_commit import GroupCommit, Request
@@ -133,7 +138,7 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         self._keyless = itertools.count(secrets.randbelow(1 << 16))
         self._publishes: GroupCommit[list[PublishResult]] = GroupCommit(self._commit_publishes)
         self._settlements = Settlements(self._commit_settlements)
-        self._background: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     @property
     def schema(self) -> str:
@@ -186,13 +191,31 @@ class PostgresBroker(BrokerBase, TopicTransfer):
                 await pool.check()
             raise
 
-    async def _retrying(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run an operation that is safe to repeat, once more on a fresh connection if needed."""
+    async def _retrying(
+        self, operation: Callable[[Conn], Awaitable[T]], *, retry: bool = True
+    ) -> T:
+        """Run a database operation to its end even if the caller is cancelled meanwhile.
+
+        A query cancelled half-way could leave its transaction open on the server, holding row
+        locks that stall the group's next claim; so the operation runs in a task of its own,
+        which `aclose` waits for. With ``retry`` (for operations safe to repeat) it runs once
+        more on a fresh connection if its connection turned out to be dead.
+        """
+        return await self._shielded(self._run(operation, retry))
+
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` in a task of its own that the caller's cancellation does not stop."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
+
+    async def _run(self, operation: Callable[[Conn], Awaitable[T]], retry: bool) -> T:
         try:
             async with self._connection() as conn:
                 return await operation(conn)
         except BackendUnavailableError as exc:
-            if not _lost_connection(exc):
+            if not retry or not _lost_connection(exc):
                 raise
         async with self._connection() as conn:
             return await operation(conn)
@@ -248,11 +271,8 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         async def publish(conn: Conn) -> list[PublishResult]:
             return await write(conn, self._sql, placed, self._channel)
 
-        if all(item.message.event_id is not None for item in placed):
-            results = await self._retrying(publish)  # idempotent by event id
-        else:
-            async with self._connection() as conn:
-                results = await publish(conn)
+        idempotent = all(item.message.event_id is not None for item in placed)
+        results = await self._retrying(publish, retry=idempotent)
         self._wakeup.notify()
         out: list[list[PublishResult] | BaseException] = []
         start = 0
@@ -287,10 +307,18 @@ class PostgresBroker(BrokerBase, TopicTransfer):
             session_us,
         )
 
-        async def claim(conn: Conn) -> tuple[list[Claimed], int, int | None]:
-            return await claims.claim(conn, self._sql, request)
+        settle = self._settlements.take(request.ref.group_id)  # they commit with the claim
+        settlements = [settlement for settlement, _ in settle]
 
-        claimed, now_us, due_us = await self._retrying(claim)
+        async def claim(conn: Conn) -> tuple[list[Claimed], int, int | None]:
+            return await claims.claim(conn, self._sql, request, settlements)
+
+        try:
+            claimed, now_us, due_us = await self._retrying(claim)
+        except BaseException:
+            self._settlements.requeue(settle)  # committed by the flusher instead
+            raise
+        finish(settle)
         wait = min(session_us / 3 / _US, self.options.poll_interval)
         due = wait if due_us is None else min(wait, max(0.0, (due_us - now_us) / _US))
         return ClaimResult(claimed, due)
@@ -323,10 +351,7 @@ class PostgresBroker(BrokerBase, TopicTransfer):
 
     async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
         # Like a queued settlement, it completes even if the caller is cancelled meanwhile.
-        task = asyncio.ensure_future(self._move_to_dead_letter(member, claimed, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        await asyncio.shield(task)
+        await self._shielded(self._move_to_dead_letter(member, claimed, message))
 
     async def _move_to_dead_letter(
         self, member: Member, claimed: Claimed, message: Outgoing
@@ -335,10 +360,14 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         target = await self._topic_row(dead_letter_topic(member.topic), ref.partitions)
         placed = self._place(target, [message])
         entry = (ref.group_id, claimed.partition, claimed.offset, claimed.lease)
-        async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(self._sql.ack_one, entry)
-            if cursor.rowcount:
-                await write(conn, self._sql, placed, self._channel)
+
+        async def move(conn: Conn) -> None:
+            async with conn.transaction():
+                cursor = await conn.execute(self._sql.ack_one, entry)
+                if cursor.rowcount:  # still held under this lease
+                    await write(conn, self._sql, placed, self._channel)
+
+        await self._retrying(move, retry=False)
         self._wakeup.notify()
 
     async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
@@ -346,13 +375,15 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         if not isinstance(ref, claims.GroupRef):
             return  # never joined
         await self._settlements.drain()
+        # A claim of this member still running (its caller was cancelled) must commit first,
+        # or what it takes would stay held by a member that is gone, until its deadline.
+        await asyncio.gather(*self._background, return_exceptions=True)
 
         async def leave(conn: Conn) -> None:
             await claims.leave(conn, self._sql, ref, member.id, unyielded)
             await conn.execute(self._sql.notify, (self._channel,))
 
-        async with self._connection() as conn:
-            await leave(conn)
+        await self._retrying(leave, retry=False)
 
     # -- replay and retention -----------------------------------------------------------------
 

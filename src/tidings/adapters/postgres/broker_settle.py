@@ -21,7 +21,7 @@ from psycopg.rows import TupleRow
 
 from tidings.adapters.postgres.broker_sql import BrokerStatements
 
-__all__ = ["Settlement", "Settlements", "commit_batch"]
+__all__ = ["Settlement", "Settlements", "apply", "commit_batch", "fail", "finish"]
 
 Conn = AsyncConnection[TupleRow]
 _MAX_BATCH: Final = 4096
@@ -41,19 +41,24 @@ class Settlement:
 
 async def commit_batch(conn: Conn, s: BrokerStatements, batch: list[Settlement]) -> None:
     """Apply a batch of settlements in one transaction."""
-    acks = [item for item in batch if item.kind == "ack"]
     async with conn.pipeline(), conn.transaction():
-        for item in batch:
-            if item.kind != "ack":
-                where = (item.group_id, item.partition, item.offset, item.lease)
-                statement = s.nack if item.kind == "nack" else s.extend
-                await conn.execute(statement, (item.micros, *where))
-        if len(acks) == 1:
-            one = acks[0]
-            await conn.execute(s.ack_one, (one.group_id, one.partition, one.offset, one.lease))
-        elif acks:
-            columns = ([a.group_id for a in acks], [a.partition for a in acks])
-            await conn.execute(s.ack, (*columns, [a.offset for a in acks], [a.lease for a in acks]))
+        await apply(conn, s, batch)
+
+
+async def apply(conn: Conn, s: BrokerStatements, batch: list[Settlement]) -> None:
+    """Send the statements of a batch (in the caller's transaction and pipeline)."""
+    acks = [item for item in batch if item.kind == "ack"]
+    for item in batch:
+        if item.kind != "ack":
+            where = (item.group_id, item.partition, item.offset, item.lease)
+            statement = s.nack if item.kind == "nack" else s.extend
+            await conn.execute(statement, (item.micros, *where))
+    if len(acks) == 1:
+        one = acks[0]
+        await conn.execute(s.ack_one, (one.group_id, one.partition, one.offset, one.lease))
+    elif acks:
+        columns = ([a.group_id for a in acks], [a.partition for a in acks])
+        await conn.execute(s.ack, (*columns, [a.offset for a in acks], [a.lease for a in acks]))
 
 
 class Settlements:
@@ -63,6 +68,7 @@ class Settlements:
         self._commit = commit
         self._queue: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flusher_busy = False
 
     def submit(self, settlement: Settlement) -> asyncio.Future[None]:
         """Queue a settlement for the next batch; the future resolves once it is committed."""
@@ -71,6 +77,28 @@ class Settlements:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="tidings-pg-settle")
         return future
+
+    def take(self, group_id: int) -> list[tuple[Settlement, asyncio.Future[None]]]:
+        """Remove and return what is queued for a group, for the caller to commit with a claim.
+
+        The caller must resolve every future once committed (`finish`), or `requeue` them.
+        """
+        if self._flusher is not None and not self._flusher.done() and self._flusher_busy:
+            return []  # a batch is being committed: later ones must not overtake it
+        taken = [queued for queued in self._queue if queued[0].group_id == group_id]
+        if taken:
+            self._queue = [queued for queued in self._queue if queued[0].group_id != group_id]
+        return taken
+
+    def requeue(self, taken: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+        """Queue again, first, what `take` returned and its caller could not commit.
+
+        Committing one twice is harmless: each changes only an entry held under its lease.
+        """
+        if taken:
+            self._queue[:0] = taken
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name="tidings-pg-settle")
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed (or failed)."""
@@ -81,13 +109,26 @@ class Settlements:
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            self._flusher_busy = True
             try:
                 await self._commit([settlement for settlement, _ in batch])
             except Exception as exc:  # the batch's transaction failed as a whole
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                fail(batch, exc)
                 continue
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            finally:
+                self._flusher_busy = False
+            finish(batch)
+
+
+def finish(batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+    """Resolve the futures of a committed batch."""
+    for _, future in batch:
+        if not future.done():
+            future.set_result(None)
+
+
+def fail(batch: list[tuple[Settlement, asyncio.Future[None]]], exc: BaseException) -> None:
+    """Fail the futures of a batch that was not committed."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

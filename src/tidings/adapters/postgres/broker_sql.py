@@ -65,6 +65,93 @@ DDL: Final = (
         holder        TEXT,
         lease         BIGINT NOT NULL,
         PRIMARY KEY (group_id, partition, msg_offset))""",
+    # The claim, server side: one round trip and one commit per claim (see broker_claims).
+    """CREATE OR REPLACE FUNCTION {claim}(
+        p_group INT, p_topic INT, p_partitions INT, p_member TEXT, p_limit INT, p_lease BIGINT,
+        p_deadline_us BIGINT, p_session_us BIGINT, p_start INT)
+    RETURNS TABLE (r_partition INT, r_offset BIGINT, r_attempt INT, r_key TEXT,
+                   r_flags SMALLINT, r_envelope BYTEA, r_headers BYTEA, r_now BIGINT,
+                   r_due BIGINT)
+    LANGUAGE plpgsql AS $claim$
+    DECLARE
+        v_now BIGINT; v_until BIGINT; v_alive INT; v_share INT;
+        v_room INT := p_limit; v_used INT := 0; v_took INT; v_cursor BIGINT;
+        v_mine INT[]; v_busy INT[]; v_part INT;
+    BEGIN
+        PERFORM 1 FROM {groups} WHERE group_id = p_group FOR UPDATE;
+        v_now := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+        v_until := v_now + p_deadline_us;
+        INSERT INTO {members} AS m (group_id, member, expires_at_us)
+        VALUES (p_group, p_member, v_now + p_session_us)
+        ON CONFLICT (group_id, member) DO UPDATE SET expires_at_us = excluded.expires_at_us;
+        SELECT COUNT(*) INTO v_alive FROM {members} AS m
+        WHERE m.group_id = p_group AND m.expires_at_us > v_now;
+        v_share := (p_partitions + GREATEST(v_alive, 1) - 1) / GREATEST(v_alive, 1);
+        SELECT COALESCE(array_agg(DISTINCT d.partition) FILTER (WHERE d.holder = p_member),
+                        ARRAY[]::int[]),
+               COALESCE(array_agg(DISTINCT d.partition) FILTER (WHERE d.holder <> p_member),
+                        ARRAY[]::int[])
+        INTO v_mine, v_busy FROM {pending} AS d
+        WHERE d.group_id = p_group AND d.holder IS NOT NULL AND d.visible_at_us > v_now;
+        FOREACH v_part IN ARRAY v_mine || ARRAY(
+            SELECT (p_start + i) % p_partitions FROM generate_series(0, p_partitions - 1) AS i
+            WHERE NOT ((p_start + i) % p_partitions = ANY (v_mine || v_busy)) ORDER BY i)
+        LOOP
+            EXIT WHEN v_used >= v_share OR v_room <= 0;
+            RETURN QUERY
+                WITH c AS MATERIALIZED (  -- chosen once, not once per pending row
+                    SELECT e.msg_offset FROM {pending} AS e
+                    WHERE e.group_id = p_group AND e.partition = v_part
+                      AND e.visible_at_us <= v_now
+                    ORDER BY e.msg_offset LIMIT v_room)
+                UPDATE {pending} AS d
+                SET attempt = d.attempt + 1, holder = p_member, lease = p_lease,
+                    visible_at_us = v_until
+                FROM c, {messages} AS m
+                WHERE d.group_id = p_group AND d.partition = v_part
+                  AND d.msg_offset = c.msg_offset AND m.topic_id = p_topic
+                  AND m.partition = v_part AND m.msg_offset = d.msg_offset
+                RETURNING d.partition, d.msg_offset, d.attempt, m.msg_key, m.flags,
+                          m.envelope, m.headers, NULL::bigint, NULL::bigint;
+            GET DIAGNOSTICS v_took = ROW_COUNT;
+            v_room := v_room - v_took;
+            IF v_room > 0 THEN
+                SELECT u.next_offset INTO v_cursor FROM {cursors} AS u
+                WHERE u.group_id = p_group AND u.partition = v_part;
+                RETURN QUERY
+                    WITH fresh AS (
+                        SELECT m.msg_offset, m.msg_key, m.flags, m.envelope, m.headers
+                        FROM {messages} AS m
+                        WHERE m.topic_id = p_topic AND m.partition = v_part
+                          AND m.msg_offset >= v_cursor
+                        ORDER BY m.msg_offset LIMIT v_room),
+                    held AS (
+                        INSERT INTO {pending} (group_id, partition, msg_offset, attempt,
+                                               visible_at_us, holder, lease)
+                        SELECT p_group, v_part, f.msg_offset, 1, v_until, p_member, p_lease
+                        FROM fresh AS f),
+                    moved AS (
+                        UPDATE {cursors} AS u
+                        SET next_offset = (SELECT MAX(f.msg_offset) + 1 FROM fresh AS f)
+                        WHERE u.group_id = p_group AND u.partition = v_part
+                          AND EXISTS (SELECT 1 FROM fresh))
+                    SELECT v_part, f.msg_offset, 1, f.msg_key, f.flags, f.envelope,
+                           f.headers, NULL::bigint, NULL::bigint
+                    FROM fresh AS f ORDER BY f.msg_offset;
+                GET DIAGNOSTICS v_cursor = ROW_COUNT;
+                v_room := v_room - v_cursor::int;
+                v_took := v_took + v_cursor::int;
+            END IF;
+            IF v_took > 0 OR v_part = ANY (v_mine) THEN
+                v_used := v_used + 1;
+            END IF;
+        END LOOP;
+        RETURN QUERY SELECT NULL::int, NULL::bigint, NULL::int, NULL::text, NULL::smallint,
+            NULL::bytea, NULL::bytea, v_now,
+            (SELECT MIN(d.visible_at_us) FROM {pending} AS d
+             WHERE d.group_id = p_group AND d.visible_at_us > v_now);
+    END
+    $claim$""",
     """CREATE TABLE IF NOT EXISTS {members} (
         group_id      INT NOT NULL,
         member        TEXT NOT NULL,
@@ -155,64 +242,8 @@ class BrokerStatements:
 
     # -- claims ---------------------------------------------------------------------------
     # Claims of one group are serialised by its row; settlements need no lock.
-    lock_group: bytes = (
-        b"SELECT " + NOW_US.encode() + b" FROM {groups} WHERE group_id = %s FOR UPDATE"
-    )
-    alive_members: bytes = (
-        b"SELECT COUNT(*) FROM {members} WHERE group_id = %s AND expires_at_us > " + NOW_US.encode()
-    )
-    holders: bytes = b"""
-        SELECT DISTINCT partition, holder FROM {pending}
-        WHERE group_id = %s AND holder IS NOT NULL AND visible_at_us > """ + NOW_US.encode()
-    # Per partition: new messages (head - cursor) and entries visible again.
-    backlog: bytes = (
-        b"""
-        SELECT c.partition, p.head - c.next_offset,
-               (SELECT COUNT(*) FROM {pending} d WHERE d.group_id = c.group_id
-                AND d.partition = c.partition AND d.visible_at_us <= """
-        + NOW_US.encode()
-        + b""")
-        FROM {cursors} c JOIN {partitions} p ON p.topic_id = %s AND p.partition = c.partition
-        WHERE c.group_id = %s"""
-    )
-    hand_again: bytes = b"""
-        UPDATE {pending} AS d SET attempt = d.attempt + 1, holder = %s, lease = %s,
-               visible_at_us = %s
-        FROM (SELECT r.partition, r.msg_offset
-              FROM unnest(%s::int[], %s::int[]) AS c(partition, k)
-              CROSS JOIN LATERAL (
-                  SELECT e.partition, e.msg_offset FROM {pending} e
-                  WHERE e.group_id = %s AND e.partition = c.partition AND e.visible_at_us <= %s
-                  ORDER BY e.msg_offset LIMIT c.k) AS r) AS chosen,
-             {messages} AS m
-        WHERE d.group_id = %s AND d.partition = chosen.partition
-          AND d.msg_offset = chosen.msg_offset
-          AND m.topic_id = %s AND m.partition = d.partition AND m.msg_offset = d.msg_offset
-        RETURNING d.partition, d.msg_offset, d.attempt, m.msg_key, m.flags, m.envelope,
-                  m.headers"""
-    take_new: bytes = b"""
-        WITH fresh AS (
-            SELECT r.* FROM unnest(%s::int[], %s::int[]) AS c(partition, k)
-            CROSS JOIN LATERAL (
-                SELECT m.partition, m.msg_offset, m.msg_key, m.flags, m.envelope, m.headers
-                FROM {messages} m
-                WHERE m.topic_id = %s AND m.partition = c.partition
-                  AND m.msg_offset >= (SELECT u.next_offset FROM {cursors} u
-                                       WHERE u.group_id = %s AND u.partition = c.partition)
-                ORDER BY m.msg_offset LIMIT c.k) AS r),
-        held AS (
-            INSERT INTO {pending} (group_id, partition, msg_offset, attempt, visible_at_us,
-                                   holder, lease)
-            SELECT %s, partition, msg_offset, 1, %s, %s, %s FROM fresh),
-        moved AS (
-            UPDATE {cursors} AS u SET next_offset = f.last + 1
-            FROM (SELECT partition, MAX(msg_offset) AS last FROM fresh GROUP BY partition) AS f
-            WHERE u.group_id = %s AND u.partition = f.partition)
-        SELECT partition, msg_offset, 1, msg_key, flags, envelope, headers FROM fresh"""
-    next_due: bytes = (
-        b"SELECT MIN(visible_at_us) FROM {pending} WHERE group_id = %s AND visible_at_us > "
-        + NOW_US.encode()
-    )
+    lock_group: bytes = b"SELECT 1 FROM {groups} WHERE group_id = %s FOR UPDATE"
+    claim: bytes = b"SELECT * FROM {claim}(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
     # -- settlement -----------------------------------------------------------------------
     ack: bytes = b"""
@@ -303,7 +334,8 @@ class BrokerStatements:
 
 def _names(schema: str) -> dict[str, sql.Composable]:
     tables = ("topics", "partitions", "messages", "groups", "cursors", "pending", "members")
-    return {name: sql.Identifier(schema, f"tidings_broker_{name}") for name in tables}
+    names = {name: sql.Identifier(schema, f"tidings_broker_{name}") for name in tables}
+    return {**names, "claim": sql.Identifier(schema, "tidings_broker_claim")}
 
 
 def _compose(template: object, names: dict[str, sql.Composable]) -> bytes:
