@@ -291,9 +291,7 @@ class _Mover:
     ) -> None:
         present = await self._present(info.name, partition, placement)
         offset = 0
-        while page := await self.source.read_partition(
-            info.name, partition, from_offset=offset, limit=self.batch
-        ):
+        while page := await self._read(self.source, info.name, partition, offset):
             await self._copy_page(info.name, partition, page, present, placement, tally)
             offset = page[-1].offset + 1
             tally.read += len(page)
@@ -304,15 +302,29 @@ class _Mover:
         """Return the event ids the destination partition holds, with their offsets."""
         present: dict[str, int] = {}
         offset = 0
-        while page := await self.destination.read_partition(
-            topic, partition, from_offset=offset, limit=self.batch
-        ):
+        while page := await self._read(self.destination, topic, partition, offset):
             for message in page:
                 if message.event is not None:
                     present[message.event.id] = message.offset
             offset = page[-1].offset + 1
             placement.end = max(placement.end, offset)
         return present
+
+    async def _read(
+        self, side: TopicTransfer, topic: str, partition: int, offset: int
+    ) -> list[StoredMessage]:
+        """Return a page from ``offset``; raise if the broker breaks the read contract."""
+        page = await side.read_partition(topic, partition, from_offset=offset, limit=self.batch)
+        offsets = [message.offset for message in page]
+        if offsets != sorted(set(offsets)) or (offsets and offsets[0] < offset):
+            role = "source" if side is self.source else "destination"
+            raise TopicMigrationError(
+                f"the {role} broker ({type(side).__name__}) read partition {partition} of"
+                f" {topic!r} from offset {offset} as offsets {offsets[:5]}...: not ascending"
+                " from there, as TopicTransfer.read_partition promises",
+                topic=topic,
+            )
+        return page
 
     async def _copy_page(
         self,
