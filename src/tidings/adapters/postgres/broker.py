@@ -27,7 +27,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -335,11 +335,9 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         await self._settle(_settlement("extend", member, claimed, int(seconds * _US)))
 
     async def _settle(self, settlement: Settlement) -> None:
-        future = self._settlements.submit(settlement)
-        if self.options.await_acks:
+        future = self._settlements.submit(settlement, wait=self.options.await_acks)
+        if future is not None:
             await future
-        else:
-            future.add_done_callback(_log_failure)
 
     async def _commit_settlements(self, batch: list[Settlement]) -> None:
         async def commit(conn: Conn) -> None:
@@ -499,22 +497,11 @@ def _ref(member: Member) -> claims.GroupRef:
     return member.joined
 
 
-def _settlement(kind: str, member: Member, claimed: Claimed, micros: int = 0) -> Settlement:
-    ref = _ref(member)
-    return Settlement(
-        kind,  # type: ignore[arg-type]
-        ref.group_id,
-        claimed.partition,
-        claimed.offset,
-        claimed.lease,
-        micros,
-    )
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    """Log a settlement that failed to commit (the delivery will simply come back)."""
-    if not future.cancelled() and future.exception() is not None:
-        _log.warning("a settlement was not committed: %s", future.exception())
+def _settlement(
+    kind: Literal["ack", "nack", "extend"], member: Member, claimed: Claimed, micros: int = 0
+) -> Settlement:
+    group_id = _ref(member).group_id
+    return Settlement(kind, group_id, claimed.partition, claimed.offset, claimed.lease, micros)
 
 
 def _lost_connection(exc: BackendUnavailableError) -> bool:

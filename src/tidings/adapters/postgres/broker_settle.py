@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -24,11 +24,11 @@ from tidings.adapters.postgres.broker_sql import BrokerStatements
 __all__ = ["Settlement", "Settlements", "apply", "commit_batch", "fail", "finish"]
 
 Conn = AsyncConnection[TupleRow]
+_log: Final = logging.getLogger(__name__)
 _MAX_BATCH: Final = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     """One settlement of one pending entry (``micros``: the delay or the extension)."""
 
     kind: Literal["ack", "nack", "extend"]
@@ -57,8 +57,18 @@ async def apply(conn: Conn, s: BrokerStatements, batch: list[Settlement]) -> Non
         one = acks[0]
         await conn.execute(s.ack_one, (one.group_id, one.partition, one.offset, one.lease))
     elif acks:
-        columns = ([a.group_id for a in acks], [a.partition for a in acks])
-        await conn.execute(s.ack, (*columns, [a.offset for a in acks], [a.lease for a in acks]))
+        fields = ("group_id", "partition", "offset", "lease")
+        columns = [_array([getattr(a, name) for a in acks]) for name in fields]
+        await conn.execute(s.ack, columns)
+
+
+def _array(values: list[int]) -> str:
+    """Return integers as an array literal (cheaper to send than a list adapted per item)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+_Queued = tuple[Settlement, "asyncio.Future[None] | None"]
+"""A queued settlement and the future its caller awaits (None: nobody awaits it)."""
 
 
 class Settlements:
@@ -66,19 +76,23 @@ class Settlements:
 
     def __init__(self, commit: Callable[[list[Settlement]], Awaitable[None]]) -> None:
         self._commit = commit
-        self._queue: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flusher_busy = False
 
-    def submit(self, settlement: Settlement) -> asyncio.Future[None]:
-        """Queue a settlement for the next batch; the future resolves once it is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def submit(self, settlement: Settlement, *, wait: bool) -> asyncio.Future[None] | None:
+        """Queue a settlement for the next batch.
+
+        With ``wait``, return a future that resolves once it is committed; without, return
+        None (a batch that fails to commit is logged: its deliveries simply come back).
+        """
+        future = asyncio.get_running_loop().create_future() if wait else None
         self._queue.append((settlement, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="tidings-pg-settle")
         return future
 
-    def take(self, group_id: int) -> list[tuple[Settlement, asyncio.Future[None]]]:
+    def take(self, group_id: int) -> list[_Queued]:
         """Remove and return what is queued for a group, for the caller to commit with a claim.
 
         The caller must resolve every future once committed (`finish`), or `requeue` them.
@@ -90,7 +104,7 @@ class Settlements:
             self._queue = [queued for queued in self._queue if queued[0].group_id != group_id]
         return taken
 
-    def requeue(self, taken: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+    def requeue(self, taken: list[_Queued]) -> None:
         """Queue again, first, what `take` returned and its caller could not commit.
 
         Committing one twice is harmless: each changes only an entry held under its lease.
@@ -120,15 +134,17 @@ class Settlements:
             finish(batch)
 
 
-def finish(batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+def finish(batch: list[_Queued]) -> None:
     """Resolve the futures of a committed batch."""
     for _, future in batch:
-        if not future.done():
+        if future is not None and not future.done():
             future.set_result(None)
 
 
-def fail(batch: list[tuple[Settlement, asyncio.Future[None]]], exc: BaseException) -> None:
-    """Fail the futures of a batch that was not committed."""
+def fail(batch: list[_Queued], exc: BaseException) -> None:
+    """Fail the futures of a batch that was not committed; log it if nobody awaits one."""
+    if any(future is None for _, future in batch):
+        _log.warning("%d settlements were not committed: %s", len(batch), exc)
     for _, future in batch:
-        if not future.done():
+        if future is not None and not future.done():
             future.set_exception(exc)

@@ -83,7 +83,8 @@ DDL: Final = (
         v_until := v_now + p_deadline_us;
         INSERT INTO {members} AS m (group_id, member, expires_at_us)
         VALUES (p_group, p_member, v_now + p_session_us)
-        ON CONFLICT (group_id, member) DO UPDATE SET expires_at_us = excluded.expires_at_us;
+        ON CONFLICT (group_id, member) DO UPDATE SET expires_at_us = excluded.expires_at_us
+        WHERE m.expires_at_us < v_now + p_session_us / 2;  -- renewed when half spent
         SELECT COUNT(*) INTO v_alive FROM {members} AS m
         WHERE m.group_id = p_group AND m.expires_at_us > v_now;
         v_share := (p_partitions + GREATEST(v_alive, 1) - 1) / GREATEST(v_alive, 1);
