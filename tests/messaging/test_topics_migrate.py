@@ -226,6 +226,14 @@ async def test_migrate_reports_payloads_that_are_not_events(
     assert [m.event for m in await _partition(destination, topic, 0)] == events
 
 
+async def test_migrate_refuses_a_broker_that_cannot_transfer_topics(
+    source: SQLiteBroker, topic: str
+) -> None:
+    await source.create_topic(topic, partitions=1)
+    with pytest.raises(TopicMigrationError, match=r"does not implement .*TopicTransfer"):
+        await migrate_topic(source, object(), topic)  # type: ignore[arg-type]
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 
