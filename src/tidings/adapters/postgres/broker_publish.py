@@ -82,13 +82,32 @@ class _Rows:
         self.slots.append((*where, index, message.event_id or ""))
 
     def params(self) -> tuple[object, ...]:
+        """Return the statement's parameters: heads to move, then the rows' columns.
+
+        Integer columns go as array literals, and a column of NULLs as an empty array
+        (``unnest`` pads it), which is cheaper than adapting a list item by item.
+        """
         heads = list(self.counts.items())
+        topics, partitions, indexes, event_ids, keys, flags, envelopes, headers = self.columns
         return (
-            [t for (t, _), _ in heads],
-            [p for (_, p), _ in heads],
-            [n for _, n in heads],
-            *self.columns,
+            _literal([t for (t, _), _ in heads]),
+            _literal([p for (_, p), _ in heads]),
+            _literal([n for _, n in heads]),
+            *(_literal(topics), _literal(partitions), _literal(indexes)),
+            event_ids,
+            _or_empty(keys),
+            _literal(flags),
+            envelopes,
+            _or_empty(headers),
         )
+
+
+def _literal(values: list[object]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _or_empty(values: list[object]) -> list[object] | str:
+    return "{}" if all(value is None for value in values) else values
 
 
 async def write(
