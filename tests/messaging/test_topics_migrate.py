@@ -20,12 +20,6 @@ from tidings.testing.conformance.broker import BrokerHarness, Consumer, make_eve
 
 __all__ = ["harness"]
 
-_NOT_YET_WRITTEN = frozenset({"postgresql", "redis", "kafka"})
-"""Backends still being written when this landed: skipped until they implement TopicTransfer.
-
-This exception must be removed once the PostgreSQL, Redis and Kafka brokers implement it.
-"""
-
 Decide = Callable[[Delivery], bool]
 """Whether to ack a delivery (else it is left unsettled)."""
 
@@ -40,10 +34,7 @@ async def source(tmp_path: Path) -> AsyncIterator[SQLiteBroker]:
 @pytest.fixture
 async def destination(harness: BrokerHarness) -> Broker:
     """A broker of the backend under test (closed with its harness)."""
-    broker = await harness.make_broker()
-    if not isinstance(broker, TopicTransfer) and harness.name in _NOT_YET_WRITTEN:
-        pytest.skip("TopicTransfer not implemented yet")
-    return broker
+    return await harness.make_broker()
 
 
 @pytest.fixture

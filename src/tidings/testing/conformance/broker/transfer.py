@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Final
 
 import pytest
 
@@ -25,13 +24,6 @@ from tidings.testing.conformance.broker.helpers import (
 
 __all__ = ["TransferCases"]
 
-_NOT_YET_WRITTEN: Final = frozenset({"postgresql", "redis", "kafka"})
-"""Backends being written while these cases landed: they skip until they implement the port.
-
-This exception must be removed once the PostgreSQL, Redis and Kafka brokers implement
-`TopicTransfer`; from then on every backend fails these cases without it.
-"""
-
 
 class TransferCases(_Fixtures):
     """Copying out and in: partitions read in order, positions per group, appends in place."""
@@ -40,8 +32,6 @@ class TransferCases(_Fixtures):
         """Return the broker as a `TopicTransfer`, or fail the case (every broker must be one)."""
         if isinstance(broker, TopicTransfer):
             return broker
-        if self.backend_name in _NOT_YET_WRITTEN:
-            pytest.skip("TopicTransfer not implemented yet")
         pytest.fail(
             f"{type(broker).__name__} does not implement tidings.messaging.transfer."
             "TopicTransfer: every broker must, so that its topics can be migrated"
