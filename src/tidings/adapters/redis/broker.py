@@ -22,10 +22,11 @@ primary with replicas), not Redis Cluster: scripts compute their keys.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Final
 
 import msgspec
@@ -111,6 +112,7 @@ class RedisBroker(BrokerBase, TopicTransfer):
         self._client: aioredis.Redis | None = None
         self._topics: dict[str, TopicInfo] = {}
         self._keyless = itertools.count(secrets.randbelow(1 << 16))
+        self._settling: dict[str, set[asyncio.Future[bool]]] = {}
 
     def __repr__(self) -> str:
         return f"<RedisBroker {self.url} {self.state.value}>"
@@ -209,28 +211,48 @@ class RedisBroker(BrokerBase, TopicTransfer):
     # -- settlement ----------------------------------------------------------------------------
 
     async def _ack(self, member: Member, claimed: Claimed) -> None:
-        with translate_errors():
-            await self._scripts.ack(member.topic, member.group, claimed)
+        await self._settle(member, self._scripts.ack(member.topic, member.group, claimed))
 
     async def _nack(self, member: Member, claimed: Claimed, delay: float) -> None:
-        with translate_errors():
-            await self._scripts.nack(member.topic, member.group, claimed, int(delay * _US))
+        nack = self._scripts.nack(member.topic, member.group, claimed, int(delay * _US))
+        await self._settle(member, nack)
 
     async def _extend(self, member: Member, claimed: Claimed, seconds: float) -> None:
         with translate_errors():
             await self._scripts.extend(member.topic, member.group, claimed, int(seconds * _US))
 
     async def _dead_letter(self, member: Member, claimed: Claimed, message: Outgoing) -> None:
+        await self._settle(member, self._move_to_dead_letters(member, claimed, message))
+
+    async def _move_to_dead_letters(
+        self, member: Member, claimed: Claimed, message: Outgoing
+    ) -> bool:
         dead = dead_letter_topic(member.topic)
         info = await self._ensure_topic(dead, _partitions(member), Retention())
         partition = partition_for(message.key, info.partitions, fallback=claimed.partition)
         target = Placed(partition, message)
+        return await self._scripts.dead_letter(member.topic, member.group, claimed, target, dead)
+
+    async def _settle(self, member: Member, work: Coroutine[object, object, bool]) -> None:
+        """Run a settlement to its end even if the caller is cancelled; `_leave` waits for it.
+
+        A handler cancelled mid-``reject`` (its subscription closing) must not leave the
+        dead-letter write half done, nor let the member's leave overtake it.
+        """
+        task = asyncio.ensure_future(work)
+        running = self._settling.setdefault(member.id, set())
+        running.add(task)
+        task.add_done_callback(running.discard)
+        task.add_done_callback(_retrieve)
         with translate_errors():
-            await self._scripts.dead_letter(member.topic, member.group, claimed, target, dead)
+            await asyncio.shield(task)
 
     async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
         if not isinstance(member.joined, int):
             return  # never joined
+        running = self._settling.pop(member.id, set())
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         with translate_errors():
             await self._scripts.leave(
                 member.topic, member.group, member.id, member.joined, unyielded
@@ -304,6 +326,12 @@ class RedisBroker(BrokerBase, TopicTransfer):
         results = await self._store(info, [Placed(partition, m) for m in outgoing])
         self._wakeup.notify()
         return results
+
+
+def _retrieve(task: asyncio.Future[bool]) -> None:
+    """Mark a settlement's failure as seen (its caller may be gone; the entry comes back)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _partitions(member: Member) -> int:
