@@ -21,7 +21,7 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from tidings.adapters.postgres.broker_settle import Settlement, apply
+from tidings.adapters.postgres.broker_settle import Settlement, apply, array_literal
 from tidings.adapters.postgres.broker_sql import BrokerStatements
 from tidings.messaging.base import Claimed
 from tidings.messaging.ports import StartFrom
@@ -81,16 +81,19 @@ async def claim(
     """
     ref = request.ref
     start = zlib.crc32(request.member.encode()) % ref.partitions
+    acks = [item for item in settle if item.kind == "ack"]
     params = (
         *(ref.group_id, ref.topic_id, ref.partitions, request.member, request.limit),
         *(request.lease, request.deadline_us, request.session_us, start),
+        *(array_literal([a.partition for a in acks]), array_literal([a.offset for a in acks])),
+        array_literal([a.lease for a in acks]),
     )
-    if settle:  # the group's lock first, as every claim and replay takes it
+    if len(acks) < len(settle):  # nacks or extends too: the group's lock first, as always
         async with conn.pipeline(), conn.transaction():
             await conn.execute(s.lock_group, (ref.group_id,))
-            await apply(conn, s, list(settle))
+            await apply(conn, s, [item for item in settle if item.kind != "ack"])
             cursor = await conn.execute(s.claim, params, binary=True)
-    else:
+    else:  # one statement: the acks (after the group's lock) and the claim
         cursor = await conn.execute(s.claim, params, binary=True)
     rows = await cursor.fetchall()
     *taken, (_, _, _, _, _, _, _, now, due) = rows

@@ -21,7 +21,15 @@ from psycopg.rows import TupleRow
 
 from tidings.adapters.postgres.broker_sql import BrokerStatements
 
-__all__ = ["Settlement", "Settlements", "apply", "commit_batch", "fail", "finish"]
+__all__ = [
+    "Settlement",
+    "Settlements",
+    "apply",
+    "array_literal",
+    "commit_batch",
+    "fail",
+    "finish",
+]
 
 Conn = AsyncConnection[TupleRow]
 _log: Final = logging.getLogger(__name__)
@@ -58,11 +66,11 @@ async def apply(conn: Conn, s: BrokerStatements, batch: list[Settlement]) -> Non
         await conn.execute(s.ack_one, (one.group_id, one.partition, one.offset, one.lease))
     elif acks:
         fields = ("group_id", "partition", "offset", "lease")
-        columns = [_array([getattr(a, name) for a in acks]) for name in fields]
+        columns = [array_literal([getattr(a, name) for a in acks]) for name in fields]
         await conn.execute(s.ack, columns)
 
 
-def _array(values: list[int]) -> str:
+def array_literal(values: list[int]) -> str:
     """Return integers as an array literal (cheaper to send than a list adapted per item)."""
     return "{" + ",".join(map(str, values)) + "}"
 

@@ -68,7 +68,8 @@ DDL: Final = (
     # The claim, server side: one round trip and one commit per claim (see broker_claims).
     """CREATE OR REPLACE FUNCTION {claim}(
         p_group INT, p_topic INT, p_partitions INT, p_member TEXT, p_limit INT, p_lease BIGINT,
-        p_deadline_us BIGINT, p_session_us BIGINT, p_start INT)
+        p_deadline_us BIGINT, p_session_us BIGINT, p_start INT,
+        p_acked_partitions INT[], p_acked_offsets BIGINT[], p_acked_leases BIGINT[])
     RETURNS TABLE (r_partition INT, r_offset BIGINT, r_attempt INT, r_key TEXT,
                    r_flags SMALLINT, r_envelope BYTEA, r_headers BYTEA, r_now BIGINT,
                    r_due BIGINT)
@@ -81,6 +82,13 @@ DDL: Final = (
         PERFORM 1 FROM {groups} WHERE group_id = p_group FOR UPDATE;
         v_now := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
         v_until := v_now + p_deadline_us;
+        IF cardinality(p_acked_offsets) > 0 THEN  -- the member's queued acks, first
+            DELETE FROM {pending} AS d
+            USING unnest(p_acked_partitions, p_acked_offsets, p_acked_leases)
+                  AS a(partition, msg_offset, lease)
+            WHERE d.group_id = p_group AND d.partition = a.partition
+              AND d.msg_offset = a.msg_offset AND d.lease = a.lease;
+        END IF;
         INSERT INTO {members} AS m (group_id, member, expires_at_us)
         VALUES (p_group, p_member, v_now + p_session_us)
         ON CONFLICT (group_id, member) DO UPDATE SET expires_at_us = excluded.expires_at_us
@@ -244,7 +252,10 @@ class BrokerStatements:
     # -- claims ---------------------------------------------------------------------------
     # Claims of one group are serialised by its row; settlements need no lock.
     lock_group: bytes = b"SELECT 1 FROM {groups} WHERE group_id = %s FOR UPDATE"
-    claim: bytes = b"SELECT * FROM {claim}(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    claim: bytes = (
+        b"SELECT * FROM {claim}(%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        b" %s::int[], %s::bigint[], %s::bigint[])"
+    )
 
     # -- settlement -----------------------------------------------------------------------
     ack: bytes = b"""
