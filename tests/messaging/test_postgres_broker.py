@@ -9,6 +9,7 @@ so a test may kill the server without touching the shared one on :5432.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -265,3 +266,61 @@ async def test_group_positions_are_the_lowest_unsettled_offsets(open_broker: Ope
         assert await broker.group_positions("t") == {"g": {0: first.offset}}
         await first.ack()
     assert await broker.group_positions("t") == {"g": {0: 2}}  # the third was never acked
+
+
+async def test_consumers_see_every_commit_in_order_despite_rollbacks_and_slow_commits(
+    open_broker: Opener, cluster: PrivateCluster
+) -> None:
+    """Many writers, some rolling back and some slow to commit, while a group reads."""
+    brokers = [await open_broker() for _ in range(3)]
+    await brokers[0].create_topic("t", partitions=2)
+    committed: set[str] = set()
+    seen: list[Delivery] = []
+    rng = random.Random(7)
+
+    async def held_back(
+        conn: psycopg.AsyncConnection[tuple[object, ...]], broker: PostgresBroker
+    ) -> None:
+        events = _events(rng.randint(1, 3), key=f"k{rng.randint(0, 3)}")
+        row = await broker._topic_row("t")
+        placed = [
+            Placed(
+                row.topic_id, partition_for(e.partitionkey, 2), broker._outgoing(e, e.partitionkey)
+            )
+            for e in events
+        ]
+        keep = rng.random() < 0.5
+        async with conn.transaction(force_rollback=not keep):
+            await write(conn, broker._sql, placed, broker._channel)
+            await asyncio.sleep(rng.random() * 0.05)  # a slow commit (or a rollback)
+        if keep:
+            committed.update(e.id for e in events)
+
+    async def writer(index: int) -> None:
+        broker = brokers[index % 3]
+        async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+            for _ in range(15):
+                if rng.random() < 0.5:
+                    events = _events(rng.randint(1, 4), key=f"k{rng.randint(0, 3)}")
+                    await broker.publish("t", events)
+                    committed.update(e.id for e in events)
+                else:
+                    await held_back(conn, broker)
+
+    async def read() -> None:
+        async with brokers[1].subscribe("t", group="g") as subscription:
+            async for delivery in subscription:
+                seen.append(delivery)
+                await delivery.ack()
+
+    reader = asyncio.create_task(read())
+    await asyncio.gather(*(writer(i) for i in range(6)))
+    async with asyncio.timeout(15):
+        while {d.event.id for d in seen} != committed:  # noqa: ASYNC110 - the reader fills it
+            await asyncio.sleep(0.05)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    assert len(seen) == len(committed)  # nothing twice, nothing extra
+    for partition in (0, 1):
+        offsets = [d.offset for d in seen if d.partition == partition]
+        assert offsets == list(range(len(offsets)))  # dense, in order, none skipped
