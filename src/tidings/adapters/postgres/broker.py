@@ -27,6 +27,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, Literal, TypeVar
 
 from psycopg import AsyncConnection
@@ -34,6 +35,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from tidings.adapters.postgres import broker_claims as claims
+from tidings.adapters.postgres import broker_ops as ops
 from tidings.adapters.postgres import broker_transfer as transfer
 from tidings.adapters.postgres.broker_options import parse_url
 from tidings.adapters.postgres.broker_publish import Placed, TopicRow, write
@@ -62,7 +64,6 @@ from tidings.messaging.ports import (
     Operation,
     PublishResult,
     Retention,
-    StartFrom,
     Support,
     TopicInfo,
     dead_letter_topic,
@@ -230,18 +231,9 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         if known is not None:
             return known
         rule = retention or Retention()
-        age_us = None if rule.max_age is None else int(rule.max_age.total_seconds() * _US)
-        params = (name, partitions, age_us, rule.max_count)
-
-        async def ensure(conn: Conn) -> TopicRow:
-            cursor = await conn.execute(self._sql.create_topic, params)
-            row = await cursor.fetchone()
-            if row is None:  # it existed
-                cursor = await conn.execute(self._sql.topic, (name,))
-                row = await cursor.fetchone()
-            assert row is not None, "a topic is never deleted"
-            return TopicRow(*row)
-
+        ensure = partial(
+            ops.ensure_topic, s=self._sql, name=name, partitions=partitions, retention=rule
+        )
         topic = await self._retrying(ensure)
         self._topics[name] = topic
         return topic
@@ -391,44 +383,13 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         row = await self._topic_row(topic)
 
         async def replay(conn: Conn) -> None:
-            group_id = await claims.ensure_group(
-                conn, self._sql, row.topic_id, group, StartFrom.EARLIEST
-            )
-            async with conn.transaction():
-                await conn.execute(self._sql.lock_group, (group_id,))
-                targets = await self._targets(conn, row, offsets, since_us)
-                for partition, offset in targets.items():
-                    await conn.execute(self._sql.set_cursor, (offset, group_id, partition))
-                    await conn.execute(self._sql.drop_pending, (group_id, partition))
-                await conn.execute(self._sql.notify, (self._channel,))
+            await ops.replay(conn, self._sql, row, group, offsets=offsets, since_us=since_us)
+            await conn.execute(self._sql.notify, (self._channel,))
 
         await self._retrying(replay)
 
-    async def _targets(
-        self, conn: Conn, row: TopicRow, offsets: Mapping[int, int] | None, since_us: int | None
-    ) -> dict[int, int]:
-        """Return the new cursor per partition, kept between the retained low and the head."""
-        cursor = await conn.execute(self._sql.bounds, (row.topic_id,))
-        bounds = {p: (low, head) for p, low, head in await cursor.fetchall()}
-        if offsets is None:
-            cursor = await conn.execute(self._sql.first_since, (since_us or 0, row.topic_id))
-            offsets = {int(p): int(first) for p, first in await cursor.fetchall()}
-        targets = {}
-        for partition, offset in offsets.items():
-            if partition not in bounds:
-                raise ValueError(f"the topic has no partition {partition}")
-            low, head = bounds[partition]
-            targets[partition] = min(max(offset, low), head)
-        return targets
-
     async def _enforce_retention(self) -> int:
-        async def expire(conn: Conn) -> int:
-            cursor = await conn.execute(self._sql.expire)
-            removed = cursor.rowcount
-            await conn.execute(self._sql.forget_dead_members)
-            return max(0, removed)
-
-        return await self._retrying(expire)
+        return await self._retrying(partial(ops.expire, s=self._sql))
 
     # -- topic transfer (tidings.messaging.transfer) --------------------------------------------
 
