@@ -33,6 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from tidings.adapters.redis import translate_errors
+from tidings.adapters.redis.broker_acks import AckBatcher
 from tidings.adapters.redis.broker_cancel import call
 from tidings.adapters.redis.broker_capabilities import REDIS_CAPABILITIES
 from tidings.adapters.redis.broker_durability import warn_unless_persistent
@@ -83,6 +84,8 @@ class RedisBroker(BrokerBase, TopicTransfer):
         url: ``redis://[user:password@]host:port/db``, with the options below in the query.
         prefix: Prepended to every key and channel (default ``tidings``).
         aof_warning: Warn once on open when the server's AOF is off (see `broker_durability`).
+        await_acks: Whether ``ack()`` waits for Redis (default: it returns once queued for the
+            next batch; see `broker_acks`). ``nack``, ``extend`` and ``reject`` always wait.
         retention_interval: Seconds between runs of the retention job while open.
         max_event_bytes: Largest encoded event accepted (default 1 MiB).
     """
@@ -95,6 +98,7 @@ class RedisBroker(BrokerBase, TopicTransfer):
         *,
         prefix: str | None = None,
         aof_warning: bool | None = None,
+        await_acks: bool | None = None,
         retention_interval: float | None = None,
         max_event_bytes: int | None = None,
     ) -> None:
@@ -102,6 +106,7 @@ class RedisBroker(BrokerBase, TopicTransfer):
         overrides: dict[str, object] = {
             "prefix": prefix,
             "aof_warning": aof_warning,
+            "await_acks": await_acks,
             "retention_interval": retention_interval,
         }
         self.url = url
@@ -140,8 +145,10 @@ class RedisBroker(BrokerBase, TopicTransfer):
         self._client = client
         self._scripts = BrokerScripts(client, self.options.prefix)
         self._wake = WakeListener(client, self._wakeup.notify)
+        self._acks = AckBatcher(self._send_acks)
 
     async def _close_storage(self) -> None:
+        await self._acks.drain()
         await self._wake.aclose()
         await self.client.aclose()
 
@@ -211,11 +218,17 @@ class RedisBroker(BrokerBase, TopicTransfer):
     # -- settlement ----------------------------------------------------------------------------
 
     async def _ack(self, member: Member, claimed: Claimed) -> None:
-        await self._settle(member, self._scripts.ack(member.topic, member.group, claimed))
+        queued = self._acks.submit(member.topic, member.group, claimed)
+        if self.options.await_acks:
+            await queued
+
+    async def _send_acks(self, topic: str, group: str, entries: Sequence[Claimed]) -> int:
+        with translate_errors():
+            return await self._scripts.ack_many(topic, group, entries)
 
     async def _nack(self, member: Member, claimed: Claimed, delay: float) -> None:
-        nack = self._scripts.nack(member.topic, member.group, claimed, int(delay * _US))
-        await self._settle(member, nack)
+        with translate_errors():
+            await self._scripts.nack(member.topic, member.group, claimed, int(delay * _US))
 
     async def _extend(self, member: Member, claimed: Claimed, seconds: float) -> None:
         with translate_errors():
@@ -236,8 +249,9 @@ class RedisBroker(BrokerBase, TopicTransfer):
     async def _settle(self, member: Member, work: Coroutine[object, object, bool]) -> None:
         """Run a settlement to its end even if the caller is cancelled; `_leave` waits for it.
 
-        A handler cancelled mid-``reject`` (its subscription closing) must not leave the
-        dead-letter write half done, nor let the member's leave overtake it.
+        A handler cancelled mid-``reject`` (its subscription closing) must not lose the dead
+        letter (it takes two steps the first time: the dead-letter topic, then the move), nor
+        let the member's leave overtake it.
         """
         task = asyncio.ensure_future(work)
         running = self._settling.setdefault(member.id, set())
@@ -250,6 +264,7 @@ class RedisBroker(BrokerBase, TopicTransfer):
     async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
         if not isinstance(member.joined, int):
             return  # never joined
+        await self._acks.drain()
         running = self._settling.pop(member.id, set())
         if running:
             await asyncio.gather(*running, return_exceptions=True)

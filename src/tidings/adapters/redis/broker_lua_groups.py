@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACK", "CLAIM", "DEAD_LETTER", "EXTEND", "JOIN", "LEAVE", "NACK"]
+__all__ = ["ACK", "ACK_MANY", "CLAIM", "DEAD_LETTER", "EXTEND", "JOIN", "LEAVE", "NACK"]
 
 JOIN: Final = """
 -- ARGV: prefix, topic, group, member, start id ('0' or '$'), session_us, default partitions
@@ -183,6 +183,28 @@ ACK: Final = f"""
 return 1
 """
 """XACK an entry held under the lease and forget its schedule; wake others if p is free."""
+
+ACK_MANY: Final = """
+-- ARGV: prefix, topic, group, then (partition, offset, lease)...
+local P, topic, group = ARGV[1], ARGV[2], ARGV[3]
+local G = P .. ':g:' .. topic .. ':' .. group
+local freed, acked = false, 0
+for j = 4, #ARGV, 3 do
+  local p, o = ARGV[j], ARGV[j + 1]
+  local leases = G .. ':lease:' .. p
+  if redis.call('HGET', leases, o) == ARGV[j + 2] then
+    redis.call('XACK', stream_key(P, topic, p), group, sid(tonumber(o)))
+    redis.call('ZREM', G .. ':due:' .. p, o)
+    redis.call('ZREM', G .. ':held:' .. p, o)
+    redis.call('HDEL', leases, o)
+    acked = acked + 1
+    if redis.call('ZCARD', G .. ':held:' .. p) == 0 then freed = true end
+  end
+end
+if freed then redis.call('PUBLISH', P .. ':wake:' .. topic, '1') end
+return acked
+"""
+"""`ACK` for several entries of one group in one call (what the ack batcher sends)."""
 
 NACK: Final = f"""
 -- ARGV: prefix, topic, group, partition, offset, lease, delay_us

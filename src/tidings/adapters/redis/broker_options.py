@@ -30,12 +30,15 @@ class RedisOptions:
         prefix: Prepended to every key and channel of the broker (``<prefix>:t:<topic>:<p>``).
         aof_warning: Warn once on open when the server does not append every write to its
             AOF (``appendonly no``): a restart then loses acknowledged events and progress.
+        await_acks: Whether ``ack()`` returns only once Redis applied it. By default it returns
+            once queued for the next batch (see `tidings.adapters.redis.broker_acks`).
         retention_interval: Seconds between runs of the retention job while the broker is open.
         connect_timeout: Seconds to wait for the first connection.
     """
 
     prefix: str = "tidings"
     aof_warning: bool = True
+    await_acks: bool = False
     retention_interval: float = 60.0
     connect_timeout: float = 5.0
 

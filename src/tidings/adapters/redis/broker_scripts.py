@@ -111,6 +111,7 @@ class BrokerScripts:
         self._join = load(groups.JOIN)
         self._claim = load(groups.CLAIM)
         self._ack = load(groups.ACK)
+        self._ack_many = load(groups.ACK_MANY)
         self._nack = load(groups.NACK)
         self._extend = load(groups.EXTEND)
         self._dead_letter = load(groups.DEAD_LETTER)
@@ -222,6 +223,11 @@ class BrokerScripts:
         """XACK the entry if still held under its lease."""
         held = (topic, group, claimed.partition, claimed.offset, claimed.lease)
         return bool((await self._run(self._ack, *held))[0])
+
+    async def ack_many(self, topic: str, group: str, entries: Sequence[Claimed]) -> int:
+        """XACK the entries still held under their leases; return how many."""
+        held = [value for c in entries for value in (c.partition, c.offset, c.lease)]
+        return _int((await self._run(self._ack_many, topic, group, *held))[0])
 
     async def nack(self, topic: str, group: str, claimed: Claimed, delay_us: int) -> bool:
         """Make the entry visible after the delay, if still held under its lease."""
