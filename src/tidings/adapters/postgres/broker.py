@@ -24,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -49,7 +48,7 @@ from tidings.adapters.postgres.broker_sql import BrokerStatements, channel, ddl
 from tidings.adapters.postgres.connection import Listener, open_pool, translate_errors
 from tidings.adapters.postgres.group_commit import GroupCommit, Request
 from tidings.adapters.postgres.sql import create_schema
-from tidings.errors import BackendUnavailableError, ClosedError
+from tidings.errors import BackendError, BackendUnavailableError, ClosedError
 from tidings.events import Event
 from tidings.messaging.base import (
     BrokerBase,
@@ -76,7 +75,8 @@ __all__ = ["POSTGRES_CAPABILITIES", "PostgresBroker"]
 POSTGRES_CAPABILITIES: Final = Capabilities(support=dict.fromkeys(Operation, Support.NATIVE))
 DEFAULT_PARTITIONS: Final = 4
 _US: Final = 1_000_000
-_log: Final = logging.getLogger(__name__)
+_ROLLED_BACK: Final = (errors.DeadlockDetected, errors.SerializationFailure)
+_ROLLED_BACK_RETRIES: Final = 3
 
 Conn = AsyncConnection[TupleRow]
 T = TypeVar("T")
@@ -212,14 +212,19 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         return await asyncio.shield(task)
 
     async def _run(self, operation: Callable[[Conn], Awaitable[T]], retry: bool) -> T:
-        try:
-            async with self._connection() as conn:
-                return await operation(conn)
-        except BackendUnavailableError as exc:
-            if not retry or not _lost_connection(exc):
-                raise
-        async with self._connection() as conn:
-            return await operation(conn)
+        for attempt in itertools.count(1):
+            try:
+                async with self._connection() as conn:
+                    return await operation(conn)
+            except BackendUnavailableError as exc:
+                if not retry or attempt > 1 or not _lost_connection(exc):
+                    raise
+            except BackendError as exc:
+                # The server rolled the transaction back (a rare lock cycle between a claim and
+                # another process's settlements): nothing happened, so running it again is safe.
+                if attempt >= _ROLLED_BACK_RETRIES or not isinstance(exc.__cause__, _ROLLED_BACK):
+                    raise
+        raise AssertionError("unreachable")
 
     # -- topics and publishing ------------------------------------------------------------------
 
