@@ -218,9 +218,11 @@ class RedisBroker(BrokerBase, TopicTransfer):
     # -- settlement ----------------------------------------------------------------------------
 
     async def _ack(self, member: Member, claimed: Claimed) -> None:
-        queued = self._acks.submit(member.topic, member.group, claimed)
-        if self.options.await_acks:
-            await queued
+        if self.options.await_acks:  # one atomic script: if cancelled before it runs, it comes back
+            with translate_errors():
+                await self._scripts.ack(member.topic, member.group, claimed)
+            return
+        self._acks.submit(member.topic, member.group, claimed)
 
     async def _send_acks(self, topic: str, group: str, entries: Sequence[Claimed]) -> int:
         with translate_errors():
