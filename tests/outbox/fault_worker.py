@@ -118,13 +118,18 @@ async def business(mode: str, db: str, broker_url: str, seed: int, limit: int) -
     say("done")
 
 
+PUBLISHING = "publishing"
+"""What a relay says as it starts a publish, so the test can kill it inside the publish."""
+
+
 class SlowNetwork:
-    """A broker whose publishes take 20 ms longer (a slow link): kills land mid-publish."""
+    """A broker whose publishes take 20 ms longer (a slow link) and are announced on stdout."""
 
     def __init__(self, broker: NatsBroker) -> None:
         self._broker = broker
 
     async def publish(self, topic: str, events: Any, *, key: str | None = None) -> Any:
+        say(PUBLISHING)
         await asyncio.sleep(0.02)
         return await self._broker.publish(topic, events, key=key)
 
