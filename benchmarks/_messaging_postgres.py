@@ -6,7 +6,8 @@ afterwards, a one-partition topic, and the typical event of the envelope benchma
 
 - ``postgres-publish/*``: N events in calls of 1,000, each call returning once committed.
   ``raw``: encode each event (msgspec) and, in one pipelined transaction per 1,000, lock the
-  partition's row, move its head and insert the rows at their offsets (``unnest`` arrays);
+  partition's row, move its head and insert the rows at their offsets (``unnest`` arrays, ids
+  and envelopes sent in binary, as the broker sends them);
   ``tidings``: ``publish(topic, batch)``.
 - ``postgres-consume/*``: N stored events consumed and acked by a new group, 64 at a time.
   ``raw``: per 64, in one transaction, select the next messages from the cursor, insert their
@@ -63,7 +64,7 @@ _INSERT: Final = """
     INSERT INTO {s}.tidings_broker_messages
         (topic_id, partition, msg_offset, event_id, flags, envelope, published_at_us)
     SELECT %s, 0, o, i, 0, e, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
-    FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS m(o, i, e)"""
+    FROM unnest(%s::bigint[], %b::text[], %b::bytea[]) AS m(o, i, e)"""
 
 
 class _Schema:

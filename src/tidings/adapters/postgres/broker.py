@@ -251,12 +251,13 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         return await self._publishes.submit(frozenset(), self._place(row, messages))
 
     def _place(self, row: TopicRow, messages: Sequence[Outgoing]) -> list[Placed]:
-        placed = []
-        for message in messages:
-            fallback = next(self._keyless) if message.key is None else 0
-            partition = partition_for(message.key, row.partitions, fallback=fallback)
-            placed.append(Placed(row.topic_id, partition, message))
-        return placed
+        count, topic_id, keyless = row.partitions, row.topic_id, self._keyless
+        return [
+            Placed(topic_id, partition_for(m.key, count, fallback=next(keyless)), m)
+            if m.key is None
+            else Placed(topic_id, partition_for(m.key, count), m)
+            for m in messages
+        ]
 
     async def _commit_publishes(
         self, group: list[Request[list[PublishResult]]]

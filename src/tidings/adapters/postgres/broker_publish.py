@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 from psycopg import AsyncConnection, errors
@@ -49,8 +49,7 @@ class TopicRow:
         return TopicInfo(name, self.partitions, Retention(max_age=age, max_count=self.max_count))
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(NamedTuple):
     """A message with the topic and partition it goes to."""
 
     topic_id: int
@@ -64,22 +63,20 @@ _Slot = PublishResult | tuple[int, int, int, str] | int
 
 @dataclass(slots=True)
 class _Rows:
-    """The column arrays of one append statement, and where each message landed."""
+    """The messages of one append statement, their index in their partition, their slots."""
 
     counts: dict[tuple[int, int], int] = field(default_factory=dict)
-    columns: tuple[list[object], ...] = field(default_factory=lambda: tuple([] for _ in range(8)))
+    placed: list[Placed] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)
     slots: list[_Slot] = field(default_factory=list)
 
     def add(self, placed: Placed) -> None:
-        where = (placed.topic_id, placed.partition)
-        index = self.counts.get(where, 0)
-        self.counts[where] = index + 1
-        message = placed.message
-        headers = None if not message.headers else msgspec.json.encode(message.headers)
-        row = (*where, index, message.event_id, message.key, message.flags, message.envelope)
-        for column, value in zip(self.columns, (*row, headers), strict=True):
-            column.append(value)
-        self.slots.append((*where, index, message.event_id or ""))
+        topic_id, partition, message = placed
+        index = self.counts.get((topic_id, partition), 0)
+        self.counts[(topic_id, partition)] = index + 1
+        self.placed.append(placed)
+        self.indexes.append(index)
+        self.slots.append((topic_id, partition, index, message.event_id or ""))
 
     def params(self) -> tuple[object, ...]:
         """Return the statement's parameters: heads to move, then the rows' columns.
@@ -88,25 +85,28 @@ class _Rows:
         (``unnest`` pads it), which is cheaper than adapting a list item by item.
         """
         heads = list(self.counts.items())
-        topics, partitions, indexes, event_ids, keys, flags, envelopes, headers = self.columns
+        messages = [placed.message for placed in self.placed]
+        headers = [None if not m.headers else msgspec.json.encode(m.headers) for m in messages]
         return (
             _literal([t for (t, _), _ in heads]),
             _literal([p for (_, p), _ in heads]),
             _literal([n for _, n in heads]),
-            *(_literal(topics), _literal(partitions), _literal(indexes)),
-            event_ids,
-            _or_empty(keys),
-            _literal(flags),
-            envelopes,
+            _literal([placed.topic_id for placed in self.placed]),
+            _literal([placed.partition for placed in self.placed]),
+            _literal(self.indexes),
+            [m.event_id for m in messages],
+            _or_empty([m.key for m in messages]),
+            _literal([m.flags for m in messages]),
+            [m.envelope for m in messages],
             _or_empty(headers),
         )
 
 
-def _literal(values: list[object]) -> str:
+def _literal(values: Sequence[object]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _or_empty(values: list[object]) -> list[object] | str:
+def _or_empty(values: Sequence[object]) -> Sequence[object] | str:
     return "{}" if all(value is None for value in values) else values
 
 

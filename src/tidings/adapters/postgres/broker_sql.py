@@ -201,6 +201,7 @@ class BrokerStatements:
         ORDER BY topic_id, partition FOR UPDATE"""
     # Moves each head by its count and inserts the rows at base + index: the head's row lock
     # is held to COMMIT, so a partition's offsets become visible in order, with no holes.
+    # Ids and envelopes go in binary (%b): no escaping of every element as text.
     append: bytes = (
         b"""
         WITH heads AS (
@@ -215,8 +216,8 @@ class BrokerStatements:
                    m.envelope, m.headers, """
         + NOW_US.encode()
         + b"""
-            FROM unnest(%s::int[], %s::int[], %s::bigint[], %s::text[], %s::text[],
-                        %s::smallint[], %s::bytea[], %s::bytea[])
+            FROM unnest(%s::int[], %s::int[], %s::bigint[], %b::text[], %s::text[],
+                        %s::smallint[], %b::bytea[], %s::bytea[])
                  AS m(topic_id, partition, idx, event_id, msg_key, flags, envelope, headers)
             JOIN heads AS h ON h.topic_id = m.topic_id AND h.partition = m.partition)
         SELECT topic_id, partition, base FROM heads"""
