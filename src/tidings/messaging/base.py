@@ -79,6 +79,7 @@ class BrokerBase(Resource, Broker):
 
     def __init__(self) -> None:
         self._wakeup = Wakeup()
+        self._watchers = 0  # subscriptions holding a wake-up token (see Subscription.release)
         self._subscriptions: set[Subscription] = set()
         self._retention_task: asyncio.Task[None] | None = None
 

@@ -17,9 +17,10 @@ from tidings.errors import ClosedError
 from tidings.events import Event
 from tidings.messaging.ports import HEADER_ATTEMPTS, HEADER_ORIGIN, HEADER_REASON
 
-__all__ = ["SettleOnce", "dead_letter_headers"]
+__all__ = ["NO_HEADERS", "SettleOnce", "dead_letter_headers"]
 
-_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+"""The headers of a delivery that has none (one shared read-only empty mapping)."""
 
 
 def dead_letter_headers(topic: str, reason: str, attempt: int) -> dict[str, str]:
@@ -58,7 +59,7 @@ class SettleOnce(ABC):
         self._offset = offset
         self._key = key
         self._attempt = attempt
-        self._headers = _NO_HEADERS if not headers else MappingProxyType(dict(headers))
+        self._headers = NO_HEADERS if not headers else MappingProxyType(dict(headers))
         self._settled = False
 
     @property

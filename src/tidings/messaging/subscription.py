@@ -17,7 +17,7 @@ import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 import msgspec
@@ -25,7 +25,7 @@ import msgspec
 from tidings.errors import ClosedError, TidingsError
 from tidings.events import Event
 from tidings.eventstore.records import decode_event, encode_event
-from tidings.messaging.delivery import SettleOnce, dead_letter_headers
+from tidings.messaging.delivery import NO_HEADERS, SettleOnce, dead_letter_headers
 from tidings.messaging.ports import Delivery, StartFrom
 
 if TYPE_CHECKING:
@@ -130,29 +130,36 @@ class BrokerDelivery(SettleOnce):
     __slots__ = ("_claimed", "_subscription")
 
     def __init__(self, event: Event, claimed: Claimed, subscription: Subscription) -> None:
-        member = subscription.member
-        super().__init__(
-            event,
-            topic=member.topic,
-            partition=claimed.partition,
-            offset=claimed.offset,
-            key=claimed.key,
-            attempt=claimed.attempt,
-            headers=claimed.headers,
-        )
+        # The facts are set here rather than through SettleOnce.__init__: one delivery is made
+        # per event, and the keyword call cost more than the rest of the delivery together.
+        headers = claimed.headers
+        self._event = event
+        self._topic = subscription.member.topic
+        self._partition = claimed.partition
+        self._offset = claimed.offset
+        self._key = claimed.key
+        self._attempt = claimed.attempt
+        self._headers = NO_HEADERS if not headers else MappingProxyType(dict(headers))
+        self._settled = False
         self._claimed = claimed
         self._subscription = subscription
 
     def _closed(self) -> bool:
-        return self._subscription.closed
+        return self._subscription._closed
 
     async def _ack(self) -> None:
         sub = self._subscription
-        await sub.settled(sub.broker._ack(sub.member, self._claimed))
+        try:
+            await sub.broker._ack(sub.member, self._claimed)
+        finally:
+            sub.release()
 
     async def _nack(self, delay: float) -> None:
         sub = self._subscription
-        await sub.settled(sub.broker._nack(sub.member, self._claimed, delay))
+        try:
+            await sub.broker._nack(sub.member, self._claimed, delay)
+        finally:
+            sub.release()
 
     async def _reject_to_dead_letter(self, headers: dict[str, str]) -> None:
         claimed = self._claimed
@@ -192,17 +199,33 @@ class Subscription(AsyncIterator[Delivery]):
     async def __anext__(self) -> Delivery:
         while True:
             self._check()
-            if self._buffer:
-                delivery = await self._deliver(self._buffer.popleft())
-                if delivery is not None:
-                    return delivery
-                continue
-            token = self.broker._wakeup.token()
+            if self._buffer:  # the common case: no await, no wake-up of the loop
+                claimed = self._buffer.popleft()
+                try:
+                    event = decode_event(claimed.envelope, claimed.flags)
+                except _DECODE_ERRORS as exc:
+                    await self._dead_letter_malformed(claimed, exc)
+                    continue
+                return BrokerDelivery(event, claimed, self)
+            await self._wait_for_more()
+
+    async def _wait_for_more(self) -> None:
+        """Join if needed, claim, and sleep until woken when the claim brought nothing.
+
+        The subscription counts as watching the broker's wake-up from taking its token until
+        the sleep ends, so a settlement or publish made meanwhile always sets that token.
+        """
+        broker = self.broker
+        token = broker._wakeup.token()
+        broker._watchers += 1
+        try:
             if not self._joined:
                 await self.join()
             due = await self._fill()
             if not self._buffer:
                 await _sleep_until(token, due)
+        finally:
+            broker._watchers -= 1
 
     def _check(self) -> None:
         if self._broker_closed:
@@ -222,14 +245,6 @@ class Subscription(AsyncIterator[Delivery]):
             return None
         self._buffer.extend(result.claimed)
         return result.due
-
-    async def _deliver(self, claimed: Claimed) -> Delivery | None:
-        try:
-            event = decode_event(claimed.envelope, claimed.flags)
-        except _DECODE_ERRORS as exc:
-            await self._dead_letter_malformed(claimed, exc)
-            return None
-        return BrokerDelivery(event, claimed, self)
 
     async def _dead_letter_malformed(self, claimed: Claimed, exc: BaseException) -> None:
         topic = self.member.topic
@@ -254,8 +269,18 @@ class Subscription(AsyncIterator[Delivery]):
         try:
             await settlement
         finally:
-            self._unsettled -= 1
-            self.broker._wakeup.notify()
+            self.release()
+
+    def release(self) -> None:
+        """Count one held entry as settled; wake the subscriptions waiting for a claim.
+
+        Only a subscription between taking its wake-up token and the end of its sleep can need
+        the wake-up, so with none watching (the common case for a busy consumer) there is none.
+        """
+        self._unsettled -= 1
+        broker = self.broker
+        if broker._watchers:
+            broker._wakeup.notify()
 
     async def aclose(self) -> None:
         """Leave the group: unsettled deliveries go back to it at once. Idempotent."""
