@@ -22,10 +22,11 @@ from tidings.adapters.redis.broker_cancel import call
 from tidings.messaging.base import Claimed, Outgoing
 from tidings.messaging.ports import PublishResult, Retention, TopicInfo
 
-__all__ = ["BrokerScripts", "ClaimArgs", "Placed", "Stored", "entry_fields"]
+__all__ = ["BrokerScripts", "ClaimArgs", "Placed", "Stored", "claimed_entry", "entry_fields"]
 
 _headers_decoder: Final = msgspec.json.Decoder(dict[str, str])
 _encoder: Final = msgspec.json.Encoder()
+_msgpack: Final = msgspec.msgpack.Encoder()
 _US: Final = 1_000_000
 RETENTION_BATCH: Final = 1000
 
@@ -77,6 +78,29 @@ def entry_fields(raw: object) -> Stored:
         flags=int(fields[b"f"]),
         headers=None if not headers else _headers_decoder.decode(headers),
         published_us=int(fields.get(b"t", 0)),
+    )
+
+
+def claimed_entry(partition: int, offset: int, attempt: int, lease: int, raw: object) -> Claimed:
+    """Return the `Claimed` of a stream entry handed out under ``lease``.
+
+    Every entry the broker writes starts ``e <envelope> f <flags> t <µs>``, so the common case
+    reads those by position and looks only at the optional fields after them (this runs once
+    per delivery); any other layout goes through `entry_fields`.
+    """
+    assert isinstance(raw, list)
+    if len(raw) >= 6 and raw[0] == b"e" and raw[2] == b"f":
+        key = headers = None
+        for j in range(6, len(raw), 2):
+            name = raw[j]
+            if name == b"k":
+                key = raw[j + 1].decode()
+            elif name == b"h" and raw[j + 1]:
+                headers = _headers_decoder.decode(raw[j + 1])
+        return Claimed(partition, offset, key, attempt, lease, raw[1], int(raw[3]), headers)
+    stored = entry_fields(raw)
+    return Claimed(
+        partition, offset, stored.key, attempt, lease, stored.envelope, stored.flags, stored.headers
     )
 
 
@@ -200,23 +224,13 @@ class BrokerScripts:
             request.first,
         )
         due = _int(reply[0])
-        claimed = []
-        for p, o, attempt, raw in zip(
-            reply[1::4], reply[2::4], reply[3::4], reply[4::4], strict=True
-        ):
-            stored = entry_fields(raw)
-            claimed.append(
-                Claimed(
-                    _int(p),
-                    _int(o),
-                    stored.key,
-                    _int(attempt),
-                    request.lease,
-                    stored.envelope,
-                    stored.flags,
-                    stored.headers,
-                )
+        lease = request.lease
+        claimed = [
+            claimed_entry(_int(p), _int(o), _int(attempt), lease, raw)
+            for p, o, attempt, raw in zip(
+                reply[1::4], reply[2::4], reply[3::4], reply[4::4], strict=True
             )
+        ]
         return claimed, None if due < 0 else due
 
     async def ack(self, topic: str, group: str, claimed: Claimed) -> bool:
@@ -227,7 +241,8 @@ class BrokerScripts:
     async def ack_many(self, topic: str, group: str, entries: Sequence[Claimed]) -> int:
         """XACK the entries still held under their leases; return how many."""
         held = [value for c in entries for value in (c.partition, c.offset, c.lease)]
-        return _int((await self._run(self._ack_many, topic, group, *held))[0])
+        reply = await self._run(self._ack_many, topic, group, _msgpack.encode(held))
+        return _int(reply[0])
 
     async def nack(self, topic: str, group: str, claimed: Claimed, delay_us: int) -> bool:
         """Make the entry visible after the delay, if still held under its lease."""
