@@ -111,7 +111,9 @@ class NatsBroker(Resource, Broker, TopicTransfer):
             await ensure_group_stream(nc)
             await ensure_attempts_stream(nc)
         self._catalog = TopicCatalog(jsm, duplicate_window=options.duplicate_window)
-        self._publisher = Publisher(nc.jetstream(), timeout=options.publish_timeout)
+        self._publisher = Publisher(nc, timeout=options.publish_timeout)
+        with translate_errors("open"):
+            await self._publisher.open()
         self._trimmer = Trimmer(jsm, self._catalog)
         self._trimmer.start()
         if options.fsync_ack_warning:

@@ -1,7 +1,8 @@
 """Publishing events to a topic's partition streams, pipelined, with retries across reconnects.
 
-Every message of a call is sent at once (nats-py ``publish_async``) and the call returns when
-JetStream has acknowledged each one: the server stored it (see
+The messages of a call are sent back to back, up to 4,000 awaiting their acks at a time, each
+with a reply subject of an `AckInbox` round, and the call returns when JetStream has
+acknowledged each one: the server stored it (see
 `tidings.adapters.nats.durability` for what "stored" means on disk). A message whose ack does
 not come (the connection dropped, the server restarted) is sent again until
 ``publish_timeout`` runs out; ``Nats-Msg-Id`` makes the resend harmless within the stream's
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 from typing import Final
 
 import nats.errors
-from nats.js import JetStreamContext, api
+from nats.aio.client import Client
 
 from tidings.adapters.nats import codec
+from tidings.adapters.nats.acks import AckInbox, Round, StoredAck
 from tidings.adapters.nats.connection import BACKEND, is_unavailable, translate_errors
 from tidings.adapters.nats.naming import TopicNames
 from tidings.errors import BackendUnavailableError
@@ -37,6 +39,7 @@ __all__ = ["Outgoing", "Publisher", "partition_of"]
 
 _ACK_WAIT: Final = 5.0
 _RETRY_PAUSE: Final = 0.25
+_WINDOW: Final = 4000  # messages awaiting their acks at once (nats-py's publish_async default)
 
 
 def partition_of(event: Event, key: str | None, partitions: int) -> int:
@@ -62,9 +65,14 @@ class Outgoing:
 class Publisher:
     """Sends events to partition streams and waits for every ack."""
 
-    def __init__(self, js: JetStreamContext, *, timeout: float) -> None:
-        self._js = js
+    def __init__(self, nc: Client, *, timeout: float) -> None:
+        self._nc = nc
+        self._inbox = AckInbox(nc)
         self._timeout = timeout
+
+    async def open(self) -> None:
+        """Subscribe to the acks (once, before the first `send`)."""
+        await self._inbox.open()
 
     def prepare(
         self,
@@ -88,11 +96,15 @@ class Publisher:
 
     async def send(self, messages: Sequence[Outgoing]) -> list[PublishResult]:
         """Send messages; return where each was stored, once every one is acknowledged."""
-        acks: dict[int, api.PubAck] = {}
+        acks: dict[int, StoredAck] = {}
         deadline = time.monotonic() + self._timeout
         waiting = list(range(len(messages)))
         while waiting:
-            waiting = await self._attempt(messages, waiting, acks)
+            failed: list[int] = []
+            for start in range(0, len(waiting), _WINDOW):
+                window = waiting[start : start + _WINDOW]
+                failed += await self._attempt(messages, window, acks)
+            waiting = failed
             if waiting:
                 if time.monotonic() >= deadline:
                     raise BackendUnavailableError(
@@ -103,35 +115,45 @@ class Publisher:
         return [_result(message, acks[index]) for index, message in enumerate(messages)]
 
     async def _attempt(
-        self, messages: Sequence[Outgoing], indexes: list[int], acks: dict[int, api.PubAck]
+        self, messages: Sequence[Outgoing], indexes: list[int], acks: dict[int, StoredAck]
     ) -> list[int]:
-        futures: dict[int, asyncio.Future[api.PubAck]] = {}
+        """Send the messages at ``indexes`` in one round; return the indexes to send again."""
+        round_ = self._inbox.begin(len(indexes))
+        try:
+            round_.expect(await self._publish(messages, indexes, round_))
+            await asyncio.wait((round_.done,), timeout=_ACK_WAIT)
+        finally:
+            self._inbox.end(round_)
+        failed = []
+        for index in indexes:
+            answer = round_.answers.get(index)
+            if isinstance(answer, StoredAck):
+                acks[index] = answer
+            elif answer is None or is_unavailable(answer):
+                failed.append(index)  # no ack in time, or no stream listening yet
+            else:
+                with translate_errors("publish"):
+                    raise answer
+        return failed
+
+    async def _publish(
+        self, messages: Sequence[Outgoing], indexes: list[int], round_: Round
+    ) -> int:
+        """Hand the messages to the connection in order; return how many it took."""
+        publish = self._nc.publish
+        sent = 0
         try:
             for index in indexes:
                 message = messages[index]
-                futures[index] = await self._js.publish_async(
-                    message.subject, message.payload, headers=dict(message.headers)
-                )
+                reply = round_.reply_to(index)
+                await publish(message.subject, message.payload, reply, message.headers)
+                sent += 1
         except (nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError):
-            pass  # the rest is retried after the pause
-        if futures:
-            await asyncio.wait(futures.values(), timeout=_ACK_WAIT)
-        failed = [index for index in indexes if index not in futures]
-        for index, future in futures.items():
-            if not future.done():
-                future.cancel()  # frees nats-py's slot; the message is resent
-                failed.append(index)
-            elif (error := future.exception()) is not None:
-                if not is_unavailable(error):
-                    with translate_errors("publish"):
-                        raise error
-                failed.append(index)
-            else:
-                acks[index] = future.result()
-        return sorted(failed)
+            pass  # the rest is sent again after the pause
+        return sent
 
 
-def _result(message: Outgoing, ack: api.PubAck) -> PublishResult:
+def _result(message: Outgoing, ack: StoredAck) -> PublishResult:
     return PublishResult(
         event_id=message.event_id,
         partition=message.partition,
