@@ -21,8 +21,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import nats.errors
 from nats.aio.client import Client
@@ -51,9 +50,8 @@ def partition_of(event: Event, key: str | None, partitions: int) -> int:
     return zlib.crc32(event.id.encode()) % partitions
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message ready to send."""
+class Outgoing(NamedTuple):
+    """One message ready to send (a tuple: made per event, it must be cheap to build)."""
 
     event_id: str
     partition: int
@@ -85,13 +83,15 @@ class Publisher:
     ) -> list[Outgoing]:
         """Encode events into the messages that carry them."""
         names = TopicNames.of(info.name)
+        partitions = info.partitions
+        subjects = [names.subject(partition) for partition in range(partitions)]
         out = []
         for event in events:
-            partition = partition_of(event, key, info.partitions)
+            partition = 0 if partitions == 1 else partition_of(event, key, partitions)
             payload, headers = codec.encode(
                 event, key, msg_id=msg_id_prefix + event.id if msg_id_prefix else None, extra=extra
             )
-            out.append(Outgoing(event.id, partition, names.subject(partition), payload, headers))
+            out.append(Outgoing(event.id, partition, subjects[partition], payload, headers))
         return out
 
     async def send(self, messages: Sequence[Outgoing]) -> list[PublishResult]:
@@ -154,9 +154,4 @@ class Publisher:
 
 
 def _result(message: Outgoing, ack: StoredAck) -> PublishResult:
-    return PublishResult(
-        event_id=message.event_id,
-        partition=message.partition,
-        offset=ack.seq - 1,
-        duplicate=bool(ack.duplicate),
-    )
+    return PublishResult(message.event_id, message.partition, ack.seq - 1, ack.duplicate)
