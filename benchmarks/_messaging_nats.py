@@ -8,8 +8,11 @@ of the envelope benchmark as CloudEvents JSON (what `NatsBroker` stores):
 
 - ``nats-publish/*``: N events in calls of 1,000, each call returning when every event is
   acknowledged by JetStream. ``raw``: nats-py ``publish_async`` of the same payloads and
-  headers (precomputed), then waiting for the 1,000 acks; ``tidings``: ``publish(topic, batch)``
-  (encoding included).
+  headers (precomputed), then waiting for the 1,000 acks; ``raw+inbox``: the same messages
+  through core ``Client.publish``, each with a reply subject ``<inbox>.<call>.<index>`` on one
+  wildcard subscription that counts the acks (``json.loads`` each) and wakes the call once
+  all 1,000 came, the way `NatsBroker` collects them without a future per message;
+  ``tidings``: ``publish(topic, batch)`` (encoding included).
 - ``nats-consume/*``: N stored events consumed and acked by a new durable group.
   ``raw``: nats-py ``pull_subscribe_bind`` + ``fetch(64)`` + ``msg.ack()``, no decoding;
   ``raw+decode`` the same plus ``Event.from_json`` of each payload; ``tidings``: ``subscribe``
@@ -22,12 +25,16 @@ of the envelope benchmark as CloudEvents JSON (what `NatsBroker` stores):
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from benchmarks._envelope_fixtures import PAYLOAD, make_event
 from benchmarks.api import Case, Skip, skip_unless_reachable
 from tidings.events import Event
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 __all__ = ["PACKAGES", "nats_cases"]
 
@@ -79,6 +86,37 @@ class RawPublish(_Topic):
                 for payload, headers in self.messages[start : start + BATCH]
             ]
             await asyncio.gather(*futures)
+
+
+class RawInboxPublish(RawPublish):
+    """Core nats-py publish with reply subjects on one ack inbox, 1,000 acks awaited at a time."""
+
+    async def run(self, size: int) -> None:
+        nc = self.broker.connection
+        prefix = nc.new_inbox()
+        pending: dict[str, list[int]] = {}
+        done: dict[str, asyncio.Future[None]] = {}
+
+        async def on_ack(msg: Msg) -> None:
+            call = msg.subject[len(prefix) + 1 :].rpartition(".")[0]
+            future = done[call]
+            if "error" in json.loads(msg.data) and not future.done():
+                future.set_exception(RuntimeError(msg.data.decode()))
+            pending[call][0] -= 1
+            if pending[call][0] == 0 and not future.done():
+                future.set_result(None)
+
+        subscription = await nc.subscribe(f"{prefix}.*.*", cb=on_ack)
+        subject = self.names.subject(0)
+        for start in range(0, size, BATCH):
+            batch = self.messages[start : start + BATCH]
+            call = str(start)
+            pending[call] = [len(batch)]
+            done[call] = asyncio.get_running_loop().create_future()
+            for index, (payload, headers) in enumerate(batch):
+                await nc.publish(subject, payload, f"{prefix}.{call}.{index}", headers)
+            await done[call]
+        await subscription.unsubscribe()
 
 
 class TidingsPublish(_Topic):
@@ -190,7 +228,13 @@ def nats_cases(*, size: int = 20_000) -> list[Case]:
 
     return [
         case("nats-publish/raw", RawPublish()),
-        case("nats-publish/tidings", TidingsPublish(), baseline="nats-publish/raw"),
+        case("nats-publish/raw+inbox", RawInboxPublish()),
+        case(
+            "nats-publish/tidings",
+            TidingsPublish(),
+            baseline="nats-publish/raw",
+            peers=("nats-publish/raw+inbox",),
+        ),
         case("nats-consume/raw", RawConsume()),
         case(
             "nats-consume/raw+decode",
