@@ -180,7 +180,9 @@ class TidingsConsume(_Topic):
     async def setup(self, size: int) -> None:
         await super().setup(size)
         await self.fill()
-        self.sub = self.broker.subscribe(self.topic, group="tidings", prefetch=FETCH)
+        self.sub = self.broker.subscribe(
+            self.topic, group=f"tidings-{uuid.uuid4().hex[:8]}", prefetch=FETCH
+        )
         await self.sub.join()  # joining and leaving are not timed, as for the raw consumer
 
     async def run(self, size: int) -> None:
