@@ -112,6 +112,23 @@ def _int(value: object) -> int:
     return int(value)
 
 
+def _ack_batches(entries: Sequence[Claimed]) -> bytes:
+    """Encode entries for `ACK_MANY`: per partition, [partition, offsets, ids, leases] as text."""
+    batches: dict[int, tuple[int, list[str], list[str], list[str]]] = {}
+    lease, lease_text = None, ""
+    for claimed in entries:
+        batch = batches.get(claimed.partition)
+        if batch is None:
+            batch = batches[claimed.partition] = (claimed.partition, [], [], [])
+        if claimed.lease != lease:  # the entries of one claim share their lease
+            lease, lease_text = claimed.lease, str(claimed.lease)
+        offset = claimed.offset
+        batch[1].append(str(offset))
+        batch[2].append(f"0-{offset + 1}")
+        batch[3].append(lease_text)
+    return _msgpack.encode(list(batches.values()))
+
+
 def _message_args(message: Outgoing) -> list[object]:
     headers = b"" if not message.headers else _encoder.encode(dict(message.headers))
     has_key = message.key is not None
@@ -240,8 +257,7 @@ class BrokerScripts:
 
     async def ack_many(self, topic: str, group: str, entries: Sequence[Claimed]) -> int:
         """XACK the entries still held under their leases; return how many."""
-        held = [value for c in entries for value in (c.partition, c.offset, c.lease)]
-        reply = await self._run(self._ack_many, topic, group, _msgpack.encode(held))
+        reply = await self._run(self._ack_many, topic, group, _ack_batches(entries))
         return _int(reply[0])
 
     async def nack(self, topic: str, group: str, claimed: Claimed, delay_us: int) -> bool:
