@@ -4,12 +4,16 @@ Per group and partition (keys in `tidings.adapters.redis.broker_keys`) a member'
 
 - the stream's consumer group (named after the tidings group): its last-delivered id is the
   cursor, its PEL the pending entries, each PEL entry's delivery counter the attempt;
-- ``due:<p>``, a sorted set of the pending offsets scored by when each becomes visible again
-  (the ack deadline of a held entry, the delay of a nacked one): the scheduler;
 - ``held:<p>``, the offsets a member holds, scored by their deadline, and ``lease:<p>``, the
   lease each is held under; ``owner`` names the member holding partition p. A member claims
   only from partitions no other member holds in flight (a held offset whose deadline has not
-  passed), so a group gets a partition's events in offset order, one member at a time;
+  passed), so a group gets a partition's events in offset order, one member at a time. A held
+  offset whose deadline passed is visible again;
+- ``due:<p>``, the pending offsets nobody holds (nacked with a delay, or handed back by a
+  leaving member), scored by when each becomes visible again. Together with the expired
+  entries of ``held`` it is the scheduler. (A held offset is not also kept here: that doubled
+  the sorted-set work of every claim and ack. Entries held before that change are in both,
+  which every script tolerates: claims take an offset once, settlements remove it from both.)
 - ``members``, the live members scored by when their session ends, for fair shares.
 
 A settlement whose lease no longer matches (the entry was handed out again, or the group was
@@ -58,9 +62,12 @@ local function hold(p, o, attempt, fields)
 end
 
 local function again(p, stream, n)
-  local ready = redis.call('ZRANGEBYSCORE', G .. ':due:' .. p, '-inf', fmt(now))
-  local offsets = {}
-  for j, o in ipairs(ready) do offsets[j] = tonumber(o) end
+  local offsets, seen = {}, {}
+  for _, set in ipairs({G .. ':due:' .. p, G .. ':held:' .. p}) do
+    for _, o in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', fmt(now))) do
+      if not seen[o] then seen[o] = true; offsets[#offsets + 1] = tonumber(o) end
+    end
+  end
   table.sort(offsets)
   local taken = 0
   for j = 1, #offsets do
@@ -74,7 +81,7 @@ local function again(p, stream, n)
       entry = redis.call('XCLAIM', stream, group, member, 0, sid(o), 'RETRYCOUNT', attempt)
     end
     if #entry > 0 and entry[1] then
-      redis.call('ZADD', G .. ':due:' .. p, until_, o)
+      redis.call('ZREM', G .. ':due:' .. p, o)
       redis.call('ZADD', G .. ':held:' .. p, until_, o)
       redis.call('HSET', G .. ':lease:' .. p, o, lease)
       hold(p, o, attempt, entry[1][2])
@@ -105,7 +112,6 @@ local function fresh(p, stream, n)
     leases[#leases + 1] = o; leases[#leases + 1] = lease
     hold(p, o, 1, entry[2])
   end
-  redis.call('ZADD', G .. ':due:' .. p, unpack(scored))
   redis.call('ZADD', G .. ':held:' .. p, unpack(scored))
   redis.call('HSET', G .. ':lease:' .. p, unpack(leases))
   return #entries
@@ -143,11 +149,13 @@ end
 
 local due = -1
 for p = 0, parts - 1 do
-  local next_ = redis.call('ZRANGEBYSCORE', G .. ':due:' .. p, '(' .. fmt(now), '+inf',
-    'WITHSCORES', 'LIMIT', 0, 1)
-  if #next_ > 0 then
-    local at = tonumber(next_[2]) - now
-    if due < 0 or at < due then due = at end
+  for _, set in ipairs({G .. ':due:' .. p, G .. ':held:' .. p}) do
+    local next_ = redis.call('ZRANGEBYSCORE', set, '(' .. fmt(now), '+inf',
+      'WITHSCORES', 'LIMIT', 0, 1)
+    if #next_ > 0 then
+      local at = tonumber(next_[2]) - now
+      if due < 0 or at < due then due = at end
+    end
   end
 end
 out[1] = due
