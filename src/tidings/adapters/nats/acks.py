@@ -6,9 +6,9 @@ the message is stored, or with a 503 status when no stream listens. `AckInbox` s
 once, for the connection's lifetime, to ``<inbox>.*.*`` and gives each publish of a *round*
 (the messages one `Publisher` attempt sends) the reply subject ``<inbox>.<round>.<index>``:
 the answer says by its subject which message of which round it acknowledges, so no future,
-token or semaphore is made per message (nats-py's ``publish_async`` makes all three, and
-awaits its ack handler per message) and one future per round wakes the sender when every
-message has its answer.
+token or semaphore is made per message (nats-py's ``publish_async`` makes all three and reads
+each ack with ``json`` into a dataclass; here msgspec reads it) and one future per round wakes
+the sender when every message has its answer.
 
 Answers to a round that ended (it timed out and its messages were resent in a new round) find
 no round and are dropped.
