@@ -112,8 +112,8 @@ local function fresh(p, stream, n)
     leases[#leases + 1] = o; leases[#leases + 1] = lease
     hold(p, o, 1, entry[2])
   end
-  redis.call('ZADD', G .. ':held:' .. p, unpack(scored))
-  redis.call('HSET', G .. ':lease:' .. p, unpack(leases))
+  each_slice(scored, 'ZADD', G .. ':held:' .. p)
+  each_slice(leases, 'HSET', G .. ':lease:' .. p)
   return #entries
 end
 
@@ -196,21 +196,6 @@ ACK_MANY: Final = """
 -- ARGV: prefix, topic, group, then one MessagePack array of [partition, offsets, ids, leases]
 local P, topic, group = ARGV[1], ARGV[2], ARGV[3]
 local G = P .. ':g:' .. topic .. ':' .. group
-
--- redis.call with the items in slices, so no call gets more arguments than Lua's C stack holds
-local function each_slice(items, command, key, first)
-  local out = {}
-  for i = 1, #items, 1000 do
-    local args = {}
-    if first then args[1] = first end
-    for k = i, math.min(i + 999, #items) do args[#args + 1] = items[k] end
-    local reply = redis.call(command, key, unpack(args))
-    if type(reply) == 'table' then
-      for _, value in ipairs(reply) do out[#out + 1] = value end
-    end
-  end
-  return out
-end
 
 local freed, acked = false, 0
 for _, batch in ipairs(cmsgpack.unpack(ARGV[4])) do
@@ -309,9 +294,11 @@ for p = 0, tonumber(ARGV[5]) - 1 do
   end
   local pel = redis.pcall('XPENDING', stream, group, '-', '+', 100000, member)
   if not pel.err then
-    local args = {stream, group, 'tidings', 0}
-    for _, entry in ipairs(pel) do args[#args + 1] = entry[1] end
-    if #args > 4 then
+    local ids = {}
+    for k, entry in ipairs(pel) do ids[k] = entry[1] end
+    for i = 1, #ids, 1000 do  -- in slices, as each_slice does (JUSTID comes last)
+      local args = {stream, group, 'tidings', 0}
+      for k = i, math.min(i + 999, #ids) do args[#args + 1] = ids[k] end
       args[#args + 1] = 'JUSTID'
       redis.call('XCLAIM', unpack(args))
     end

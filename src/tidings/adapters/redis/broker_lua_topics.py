@@ -26,6 +26,21 @@ end
 local function sid(o) return '0-' .. fmt(o + 1) end
 local function off(id) return tonumber(string.match(id, '%-(%d+)$')) - 1 end
 local function stream_key(P, topic, p) return P .. ':t:' .. topic .. ':' .. p end
+-- redis.call(command, key, [first,] items...) in slices of 1000 items (pairs stay whole): one
+-- call with more arguments than Lua's C stack holds (8000) fails; returns the replies joined
+local function each_slice(items, command, key, first)
+  local out = {}
+  for i = 1, #items, 1000 do
+    local args = {}
+    if first then args[1] = first end
+    for k = i, math.min(i + 999, #items) do args[#args + 1] = items[k] end
+    local reply = redis.call(command, key, unpack(args))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do out[#out + 1] = value end
+    end
+  end
+  return out
+end
 local function field(fields, name)
   for j = 1, #fields, 2 do if fields[j] == name then return fields[j + 1] end end
   return nil
