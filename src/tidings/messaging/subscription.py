@@ -130,8 +130,8 @@ class BrokerDelivery(SettleOnce):
     __slots__ = ("_claimed", "_subscription")
 
     def __init__(self, event: Event, claimed: Claimed, subscription: Subscription) -> None:
-        # The facts are set here rather than through SettleOnce.__init__: one delivery is made
-        # per event, and the keyword call cost more than the rest of the delivery together.
+        # The facts are set here rather than through SettleOnce.__init__'s keyword call: one
+        # delivery is made per event, so making one is kept to plain assignments.
         headers = claimed.headers
         self._event = event
         self._topic = subscription.member.topic
