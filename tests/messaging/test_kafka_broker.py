@@ -228,3 +228,26 @@ async def test_replay_does_not_go_below_the_retention_floor(broker: KafkaBroker)
     await broker.replay(topic, group=group, offsets={0: 0})
     assert await broker.group_positions(topic) == {group: {0: 3}}
     assert [m.offset for m in await broker.read_partition(topic, 0)] == [3, 4]
+
+
+@needs_kafka
+@pytest.mark.kafka
+async def test_a_member_that_stops_fetching_while_full_loses_no_event(broker: KafkaBroker) -> None:
+    """While the member's buffer is full its poller must not consume messages it then drops."""
+    topic, group, count = _topic(), f"g-{uuid.uuid4().hex[:8]}", 3000
+    await broker.create_topic(topic, partitions=1)
+    for start in range(0, count, 1000):
+        await broker.publish(topic, _events(1000, key=f"k{start}"))
+    offsets: set[int] = set()
+    async with broker.subscribe(topic, group=group, prefetch=1) as subscription:
+        first = await asyncio.wait_for(anext(subscription), 30)
+        await asyncio.sleep(2.5)  # the poller fetches past its high water mark, waits, pauses
+        await first.ack()
+        offsets.add(first.offset)
+        async with asyncio.timeout(30):  # a dropped message: the loop would wait forever
+            async for delivery in subscription:
+                await delivery.ack()
+                offsets.add(delivery.offset)
+                if len(offsets) == count:
+                    break
+    assert offsets == set(range(count))

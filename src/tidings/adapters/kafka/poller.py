@@ -12,8 +12,13 @@ member on the event loop in two ways:
 - the loop sends commands (commit, seek, stop) through a queue the thread serves between
   fetches, each with a future the loop can await.
 
-The thread stops fetching while the member's buffer is full (`room`), and leaves the group on
-``stop`` after a last synchronous commit.
+The thread stops fetching while the member's buffer is full (`room`). A short spell (under
+``_GRACE`` seconds, the common case for a busy consumer) it just waits; a longer one pauses its
+partitions (librdkafka then drops what it prefetched and refetches it from the last message
+handed over once they resume) and calls ``consume`` again so rebalances are answered. Every message
+``consume`` or ``poll`` returns is handed to the member, full or not: one dropped message is a
+gap the group's watermark would pass. It leaves the group on ``stop`` after a last synchronous
+commit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -44,6 +50,8 @@ __all__ = ["Fetched", "Hooks", "Poller"]
 _BATCH: Final = 500
 _WAIT: Final = 0.05
 _ANSWER_SECONDS: Final = 30.0
+_GRACE: Final = 1.0
+"""Seconds the member may stay full before the poller pauses its partitions to poll again."""
 _log: Final = logging.getLogger(__name__)
 
 
@@ -87,6 +95,8 @@ class Poller(threading.Thread):
         self.room.set()
         self.epoch = 0
         self._stopping = False
+        self._paused: list[TopicPartition] = []
+        self._full_since: float | None = None
 
     def command(self, kind: str, offsets: Mapping[int, int]) -> concurrent.futures.Future[None]:
         """Queue a command (``commit``, ``seek`` or ``stop``); the future resolves when done."""
@@ -119,10 +129,36 @@ class Poller(threading.Thread):
                 _log.debug("closing the consumer of %r failed", self._topic, exc_info=True)
 
     def _fetch(self, consumer: Consumer) -> None:
-        if not self.room.wait(_WAIT):
-            consumer.poll(0)  # keep the group session alive while the member is full
+        if self.room.is_set():
+            self._full_since = None
+            self._resume(consumer)
+            self._hand_over(consumer.consume(_BATCH, _WAIT))
             return
-        messages = consumer.consume(_BATCH, _WAIT)
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        if now - self._full_since < _GRACE:
+            self.room.wait(_WAIT)  # nothing consumed, so nothing can be dropped
+            return
+        self._pause(consumer)
+        messages = consumer.consume(_BATCH, 0)  # answers rebalances; paused: nothing new
+        self._hand_over(messages)
+        if not messages:
+            self.room.wait(_WAIT)
+
+    def _pause(self, consumer: Consumer) -> None:
+        """Stop fetching the assigned partitions while the member is full."""
+        if not self._paused:
+            self._paused = consumer.assignment()
+            if self._paused:
+                consumer.pause(self._paused)
+
+    def _resume(self, consumer: Consumer) -> None:
+        if self._paused:
+            paused, self._paused = self._paused, []
+            consumer.resume(paused)
+
+    def _hand_over(self, messages: list[Message]) -> None:
         fetched = []
         for message in messages:
             error = message.error()
@@ -155,6 +191,7 @@ class Poller(threading.Thread):
     def _run(self, consumer: Consumer, kind: str, offsets: Mapping[int, int]) -> bool:
         partitions = [TopicPartition(self._topic, p, o) for p, o in sorted(offsets.items())]
         if kind == "seek":
+            self._resume(consumer)  # resuming would otherwise undo the seek
             self.epoch += 1
             for tp in partitions:
                 consumer.seek(tp)
@@ -178,6 +215,7 @@ class Poller(threading.Thread):
             return None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._paused = []  # the next assignment starts unpaused
         if self._stopping:
             return
         numbers = [tp.partition for tp in partitions]
@@ -192,11 +230,13 @@ class Poller(threading.Thread):
                 _log.debug("commit on revoke of %r failed: %s", self._topic, exc)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._paused = []
         if not self._stopping:
             numbers = [tp.partition for tp in partitions]
             self._ask(lambda: self._hooks.revoked(numbers))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._paused = []
         if self._stopping:
             return
         self.epoch += 1
