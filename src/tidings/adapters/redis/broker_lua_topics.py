@@ -29,6 +29,16 @@ local function stream_key(P, topic, p) return P .. ':t:' .. topic .. ':' .. p en
 -- redis.call(command, key, [first,] items...) in slices of 1000 items (pairs stay whole): one
 -- call with more arguments than Lua's C stack holds (8000) fails; returns the replies joined
 local function each_slice(items, command, key, first)
+  if #items <= 1000 then  -- the common case, without copying the items
+    local reply
+    if first then
+      reply = redis.call(command, key, first, unpack(items))
+    else
+      reply = redis.call(command, key, unpack(items))
+    end
+    if type(reply) == 'table' then return reply end
+    return {}
+  end
   local out = {}
   for i = 1, #items, 1000 do
     local args = {}
