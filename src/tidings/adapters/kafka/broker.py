@@ -232,6 +232,9 @@ class KafkaBroker(BrokerBase, TopicTransfer):
                 "heartbeat.interval.ms": max(100, session_ms // 10),
                 "fetch.wait.max.ms": 100,
                 "queued.max.messages.kbytes": 8192,
+                # librdkafka waits this long to fetch again once that queue is full (default
+                # 1 s: a whole second idle after every refill of a fast consumer's queue)
+                "fetch.queue.backoff.ms": 20,
             },
         )
 
