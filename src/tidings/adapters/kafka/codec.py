@@ -31,8 +31,12 @@ def headers_of(message: Outgoing) -> dict[str, bytes]:
     return headers
 
 
-def read_headers(raw: list[tuple[str, bytes]]) -> tuple[int, Mapping[str, str] | None]:
+def read_headers(
+    raw: list[tuple[str, bytes]] | None,
+) -> tuple[int, Mapping[str, str] | None]:
     """Return the envelope flags and the message's own headers (None when it has none)."""
+    if not raw or (len(raw) == 1 and raw[0][0] == HEADER_ID):
+        return 0, None  # the common case: an event with its id and no flags
     flags, own = 0, {}
     for name, value in raw:
         if name == HEADER_FLAGS:

@@ -35,10 +35,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
+from confluent_kafka import Message
+
 from tidings.adapters.kafka.admin import Admin
 from tidings.adapters.kafka.codec import read_headers
 from tidings.adapters.kafka.partitions import Entry, PartitionState, monotonic
-from tidings.adapters.kafka.poller import Fetched, Poller
+from tidings.adapters.kafka.poller import Poller
 from tidings.errors import BackendError
 from tidings.messaging.subscription import Claimed, ClaimResult, Member
 
@@ -115,18 +117,22 @@ class KafkaMember:
 
     # -- the poller's questions (Hooks) ---------------------------------------------------------
 
-    def received(self, epoch: int, messages: list[Fetched]) -> None:
+    def received(self, epoch: int, messages: list[Message]) -> None:
         """Take fetched messages into their partitions' states (stale ones are dropped)."""
+        states, added = self._states, 0
         for message in messages:
-            state = self._states.get(message.partition)
+            state = states.get(message.partition() or 0)
             if state is None or not state.owned or state.epoch > epoch:
                 continue
-            if state.cursor is not None and message.offset < state.cursor:
+            offset = message.offset() or 0
+            if state.cursor is not None and offset < state.cursor:
                 continue
-            flags, headers = read_headers(message.headers)
-            key = None if message.key is None else message.key.decode(errors="replace")
-            state.add(Entry(message.offset, key, message.value, flags, headers))
-            self._fresh += 1
+            flags, headers = read_headers(message.headers())  # type: ignore[arg-type]
+            key = message.key()
+            text = None if key is None else key.decode(errors="replace")
+            state.add(Entry(offset, text, message.value() or b"", flags, headers))
+            added += 1
+        self._fresh += added
         self._pace()
         self._wake()
 

@@ -4,7 +4,8 @@ confluent-kafka's consumer is driven by one thread calling ``consume``; its reba
 run inside that call. So a `Poller` thread makes every consumer call itself, and talks to the
 member on the event loop in two ways:
 
-- fetched messages go to `Hooks.received` with ``call_soon_threadsafe``, tagged with the
+- fetched messages go to `Hooks.received` with one ``call_soon_threadsafe`` per ``consume``
+  batch, as confluent-kafka's own `Message` objects (no copy per message), tagged with the
   poller's *epoch* (bumped at every assignment and seek, so the member can drop messages
   fetched before a position changed);
 - a rebalance asks the loop and waits for the answer (`Hooks.revoked` returns the offsets to
@@ -31,7 +32,6 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from confluent_kafka import (
@@ -45,7 +45,7 @@ from confluent_kafka import (
 
 from tidings.adapters.kafka.clients import error_from
 
-__all__ = ["Fetched", "Hooks", "Poller"]
+__all__ = ["Hooks", "Poller"]
 
 _BATCH: Final = 500
 _WAIT: Final = 0.05
@@ -55,21 +55,10 @@ _GRACE: Final = 1.0
 _log: Final = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """One message as the poller hands it over."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
 class Hooks(Protocol):
     """What the member on the loop answers to its poller."""
 
-    def received(self, epoch: int, messages: list[Fetched]) -> None: ...
+    def received(self, epoch: int, messages: list[Message]) -> None: ...
     def revoked(self, partitions: list[int]) -> Awaitable[dict[int, int]]: ...
     def assigned(self, epoch: int, partitions: list[int]) -> Awaitable[dict[int, int]]: ...
     def failed(self, error: Exception) -> None: ...
@@ -159,16 +148,15 @@ class Poller(threading.Thread):
             consumer.resume(paused)
 
     def _hand_over(self, messages: list[Message]) -> None:
-        fetched = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+        """Send a batch's messages (errors left out) to the member in one loop callback."""
+        good = [message for message in messages if message.error() is None]
+        if len(good) < len(messages):
+            for message in messages:
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     _log.debug("consumer of %r: %s", self._topic, error)
-                continue
-            fetched.append(_fetched(message))
-        if fetched:
-            self._loop.call_soon_threadsafe(self._hooks.received, self.epoch, fetched)
+        if good:
+            self._loop.call_soon_threadsafe(self._hooks.received, self.epoch, good)
 
     def _serve(self, consumer: Consumer) -> bool:
         """Run queued commands; return True once told to stop."""
@@ -250,13 +238,3 @@ class Poller(threading.Thread):
         error = error_from(exc, f"consume {self._topic!r}")
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(self._hooks.failed, error)
-
-
-def _fetched(message: Message) -> Fetched:
-    return Fetched(
-        message.partition() or 0,
-        message.offset() or 0,
-        message.key(),
-        message.value() or b"",
-        list(message.headers() or ()),  # type: ignore[arg-type]
-    )

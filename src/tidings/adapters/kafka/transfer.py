@@ -29,7 +29,7 @@ _CONCURRENT: Final = 16
 
 def stored_message(message: Message) -> StoredMessage:
     """Return a fetched record as a `StoredMessage` (an undecodable payload comes back raw)."""
-    flags, _ = read_headers(list(message.headers() or ()))  # type: ignore[arg-type]
+    flags, _ = read_headers(message.headers())  # type: ignore[arg-type]
     raw = bytes(message.value() or b"")
     key = message.key()
     text_key = None if key is None else bytes(key).decode(errors="replace")
