@@ -6,10 +6,11 @@ keyword arguments of the same names; keyword arguments win.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from tidings.adapters.url_options import read_options
 from tidings.errors import ConfigurationError
 
 __all__ = ["KafkaOptions", "parse_url"]
@@ -63,24 +64,5 @@ def parse_url(url: str, overrides: dict[str, object]) -> tuple[str, KafkaOptions
     if "@" in parts.netloc:
         raise ConfigurationError("kafka:// URLs take no credentials (SASL is not supported yet)")
     servers = parts.netloc or DEFAULT_SERVERS
-    values = _from_query(parts.query)
-    values.update((name, value) for name, value in overrides.items() if value is not None)
+    values, _ = read_options(KafkaOptions, parts.query, overrides, scheme="kafka")
     return servers, KafkaOptions(**values)  # type: ignore[arg-type]
-
-
-def _from_query(query: str) -> dict[str, object]:
-    kinds = {field.name: str(field.type) for field in fields(KafkaOptions)}
-    out: dict[str, object] = {}
-    for name, text in parse_qsl(query, keep_blank_values=True):
-        if name not in kinds:
-            raise ConfigurationError(f"unknown kafka:// URL option {name!r}")
-        try:
-            if kinds[name].startswith("float"):
-                out[name] = float(text)
-            elif kinds[name].startswith("int"):
-                out[name] = int(text)
-            else:
-                out[name] = text
-        except ValueError as exc:
-            raise ConfigurationError(f"kafka:// URL option {name}={text!r}: {exc}") from exc
-    return out

@@ -7,16 +7,13 @@ the keyword arguments of the same names; keyword arguments win. Credentials in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Final
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
+from tidings.adapters.url_options import read_options
 from tidings.errors import ConfigurationError
 
 __all__ = ["NatsOptions", "parse_url"]
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,38 +65,5 @@ def parse_url(url: str, overrides: dict[str, object]) -> tuple[list[str], NatsOp
         for host in hostlist.split(",")
         if host
     ]
-    values = _from_query(parts.query)
-    values.update((name, value) for name, value in overrides.items() if value is not None)
+    values, _ = read_options(NatsOptions, parts.query, overrides, scheme="nats")
     return servers, NatsOptions(**values)  # type: ignore[arg-type]
-
-
-def _from_query(query: str) -> dict[str, object]:
-    kinds = {field.name: field.type for field in fields(NatsOptions)}
-    out: dict[str, object] = {}
-    for name, text in parse_qsl(query, keep_blank_values=True):
-        if name not in kinds:
-            raise ConfigurationError(f"unknown nats:// URL option {name!r}")
-        out[name] = _convert(name, str(kinds[name]), text)
-    return out
-
-
-def _convert(name: str, kind: str, text: str) -> object:
-    try:
-        if kind == "bool":
-            return _boolean(text)
-        if kind.startswith("float"):
-            return float(text)
-        if kind.startswith("int"):
-            return int(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"nats:// URL option {name}={text!r}: {exc}") from exc
-    return text or None
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError("expected true or false")

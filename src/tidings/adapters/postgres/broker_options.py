@@ -7,18 +7,15 @@ names as the keyword arguments (keyword arguments win). Every other query parame
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from tidings.adapters.postgres.connection import conninfo_from_url
 from tidings.adapters.postgres.sql import check_schema
+from tidings.adapters.url_options import read_options
 from tidings.errors import ConfigurationError
 
 __all__ = ["PostgresBrokerOptions", "parse_url"]
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,33 +54,11 @@ class PostgresBrokerOptions:
 def parse_url(url: str, overrides: dict[str, object]) -> tuple[str, PostgresBrokerOptions]:
     """Return the libpq conninfo (without tidings' options) and the options of a URL."""
     parts = urlsplit(conninfo_from_url(url))
-    kinds = {field.name: field.type for field in fields(PostgresBrokerOptions)}
-    values: dict[str, object] = {}
-    passed: list[tuple[str, str]] = []
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        if name in kinds:
-            values[name] = _convert(name, str(kinds[name]), text)
-        else:
-            passed.append((name, text))
-    values.update((name, value) for name, value in overrides.items() if value is not None)
+    values, passed = read_options(
+        PostgresBrokerOptions, parts.query, overrides, scheme="postgresql", pass_unknown=True
+    )
     conninfo = urlunsplit(parts._replace(query=urlencode(passed)))
     try:
         return conninfo, PostgresBrokerOptions(**values)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigurationError(f"bad PostgresBroker option: {exc}") from exc
-
-
-def _convert(name: str, kind: str, text: str) -> object:
-    try:
-        if kind == "bool":
-            lowered = text.lower()
-            if lowered not in _TRUE | _FALSE:
-                raise ValueError(text)
-            return lowered in _TRUE
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
-        raise ConfigurationError(f"option {name}={text!r} is not a valid {kind}") from None
-    return text

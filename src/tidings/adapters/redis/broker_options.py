@@ -9,16 +9,15 @@ credentials, host, port and database of the URL.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from tidings.adapters.url_options import read_options
 from tidings.errors import ConfigurationError
 
 __all__ = ["RedisOptions", "parse_url"]
 
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 _PREFIX: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -56,34 +55,8 @@ def parse_url(url: str, overrides: dict[str, object]) -> tuple[str, RedisOptions
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("redis", "rediss", "unix"):
         raise ConfigurationError(f"{url!r} is not a redis:// URL")
-    kinds = {field.name: str(field.type) for field in fields(RedisOptions)}
-    ours: dict[str, object] = {}
-    theirs: list[tuple[str, str]] = []
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        if name in kinds:
-            ours[name] = _convert(name, kinds[name], text)
-        else:
-            theirs.append((name, text))
-    ours.update((name, value) for name, value in overrides.items() if value is not None)
+    ours, theirs = read_options(
+        RedisOptions, parts.query, overrides, scheme="redis", pass_unknown=True
+    )
     driver_url = urlunsplit(parts._replace(query=urlencode(theirs), fragment=""))
     return driver_url, RedisOptions(**ours)  # type: ignore[arg-type]
-
-
-def _convert(name: str, kind: str, text: str) -> object:
-    try:
-        if kind == "bool":
-            return _boolean(text)
-        if kind.startswith("float"):
-            return float(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"redis:// URL option {name}={text!r}: {exc}") from exc
-    return text
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError("expected true or false")
