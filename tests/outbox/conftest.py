@@ -43,6 +43,10 @@ class OutboxDb:
 
     options: dict[str, Any]
 
+    async def execute(self, statement: str) -> None:
+        """Run one SQL statement on the outbox's database; ``{table}`` names the outbox table."""
+        raise NotImplementedError
+
     async def cleanup(self) -> None:
         """Drop what the test made."""
 
@@ -71,6 +75,13 @@ class SQLiteDb(OutboxDb):
         finally:
             conn.close()
 
+    async def execute(self, statement: str) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(statement.replace("{table}", "tidings_outbox"))
+        finally:
+            conn.close()
+
 
 class PostgresDb(OutboxDb):
     name = "postgres"
@@ -96,6 +107,12 @@ class PostgresDb(OutboxDb):
             for event in events:
                 await self.writer.add(conn, event, topic="orders")
             await (conn.commit() if commit else conn.rollback())
+
+    async def execute(self, statement: str) -> None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(statement.replace("{table}", f'"{self.schema}".tidings_outbox'))  # type: ignore[arg-type]
 
     async def cleanup(self) -> None:
         import psycopg

@@ -9,6 +9,7 @@ import pytest
 from tests.outbox.conftest import OutboxDb, order_event
 
 from tidings.adapters.memory.broker import MemoryBroker
+from tidings.errors import MalformedEventError
 from tidings.events import Event
 from tidings.lifecycle import Resource
 from tidings.messaging.ports import Broker
@@ -164,3 +165,18 @@ def test_an_event_without_an_aggregate_is_refused() -> None:
 
     with pytest.raises(ValueError, match="aggregate id"):
         outbox_row(Event(type="t", source="/s"), topic="orders")
+
+
+async def test_a_row_that_is_not_an_event_stops_the_relay_with_an_error_naming_it(
+    outbox_db: OutboxDb, broker: MemoryBroker
+) -> None:
+    await outbox_db.write([order_event("o1")])
+    await outbox_db.execute('UPDATE {table} SET payload = \'{"not": "an event"}\'')
+    source = await opened(outbox_db.source())
+    try:
+        with pytest.raises(MalformedEventError, match=r"outbox row seq=\d+ does not hold an event"):
+            await Relay(source, broker).relay_once()
+        await source.release([])  # the source is still usable: the row was not taken
+        assert (await source.status()).backlog == 1
+    finally:
+        await source.aclose()  # type: ignore[attr-defined]

@@ -126,3 +126,20 @@ def test_open_source_names_the_options_a_source_takes() -> None:
     with pytest.raises(ConfigurationError, match=r"has no option schema \(it takes: .*slot"):
         open_source(WAL_URL, schema="public")
     assert open_source(WAL_URL, slot="tidings_x").slot == "tidings_x"  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+def test_outbox_status_never_creates_a_slot(slot: str) -> None:
+    result = run("status", f"{WAL_URL}&slot={slot}")
+    assert result.exit_code == 1, result.output
+    again = run("slot", "create", WAL_URL, "--slot", slot)
+    assert (again.exit_code, again.stdout) == (0, f"created slot {slot}\n")  # it was not there
+
+
+@pytest.mark.postgres
+def test_outbox_status_reads_an_existing_slot(slot: str) -> None:
+    assert run("slot", "create", WAL_URL, "--slot", slot).exit_code == 0
+    asyncio.run(write([event(1)]))
+    result = run("status", f"{WAL_URL}&slot={slot}")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "backlog: 1"

@@ -72,11 +72,15 @@ def relay(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     options = {"schema": schema, "table": table, "retention": retention}
     try:
-        relayed = asyncio.run(_relay(url, broker_url, source, options, batch_size, drain))
+        relayed, left = asyncio.run(_relay(url, broker_url, source, options, batch_size, drain))
     except TidingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"relayed {relayed} message(s)")
+    if left:
+        # A standby relay (another one holds the outbox) drains nothing: say so, do not succeed.
+        typer.echo(f"{left} message(s) left: another relay holds them", err=True)
+        raise typer.Exit(code=1)
 
 
 async def _relay(
@@ -86,7 +90,8 @@ async def _relay(
     options: Mapping[str, object],
     batch_size: int,
     drain: bool,
-) -> int:
+) -> tuple[int, int]:
+    """Return how many messages were relayed and, after ``--drain``, how many are left."""
     from tidings.messaging import open_broker
     from tidings.outbox.relay import Relay
 
@@ -102,10 +107,11 @@ async def _relay(
         worker = Relay(source, broker, batch_size=batch_size)
         typer.echo("ready")
         if drain:
-            return await worker.drain()
+            relayed = await worker.drain()
+            return relayed, (await source.status()).backlog
         await worker.run(stop)
-        return worker.relayed
-    return 0  # pragma: no cover - the stack re-raises
+        return worker.relayed, 0
+    return 0, 0  # pragma: no cover - the stack re-raises
 
 
 @outbox.command("status")
@@ -117,8 +123,13 @@ def status(
 ) -> None:
     """Show the backlog (committed, not yet relayed), its age, and relayed rows still kept."""
 
+    from tidings.outbox.sources import split_kind
+
+    # Looking must not create: a WAL slot that nobody reads would keep WAL forever.
+    read_only = {"create": False} if split_kind(url, source)[1] == "wal" else {}
+
     async def run() -> OutboxStatus:
-        opened = _source(url, source, schema=schema, table=table)
+        opened = _source(url, source, schema=schema, table=table, **read_only)
         async with _managed(opened):
             return await opened.status()
 

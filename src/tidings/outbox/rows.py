@@ -10,7 +10,6 @@ envelope as JSON, so the relay publishes exactly the event that was written, id 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import zlib
@@ -20,10 +19,10 @@ from typing import Final
 
 import msgspec
 
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, MalformedEventError, TidingsError
 from tidings.events import Event
 from tidings.eventstore.base import DEFAULT_MAX_EVENT_BYTES
-from tidings.eventstore.records import BINARY_DATA, encode_event
+from tidings.eventstore.records import decode_event, encode_event
 from tidings.messaging.base import check_name
 from tidings.outbox.ports import OutboxMessage
 
@@ -44,7 +43,6 @@ SHARDS: Final = 16
 """Aggregates are spread over this many shards; one relay at a time holds a shard."""
 
 _TABLE: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
-_decoder: Final = msgspec.json.Decoder(Event)
 
 
 def check_table(table: str) -> str:
@@ -143,12 +141,18 @@ def lock_key(table: str, aggregate_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def decode_payload(payload: str | bytes, flags: int) -> Event:
-    """Return the event stored in a row's ``payload``."""
-    event = _decoder.decode(payload)
-    if flags & BINARY_DATA and isinstance(event.data, str):
-        return event.replace(data=base64.b64decode(event.data))
-    return event
+def decode_payload(payload: str | bytes, flags: int, *, where: str = "an outbox row") -> Event:
+    """Return the event stored in a row's ``payload`` (`tidings.eventstore.records`' envelope).
+
+    Raises:
+        MalformedEventError: the payload is not an event, naming ``where`` it was read from, so
+            a relay's warning says which row stops it.
+    """
+    envelope = payload.encode() if isinstance(payload, str) else payload
+    try:
+        return decode_event(envelope, flags)
+    except (msgspec.DecodeError, TidingsError, ValueError, TypeError) as exc:
+        raise MalformedEventError(f"{where} does not hold an event: {exc}") from exc
 
 
 def message(
@@ -162,7 +166,7 @@ def message(
 ) -> OutboxMessage:
     """Return the `OutboxMessage` of a fetched row; ``aggregate`` is (type, id)."""
     return OutboxMessage(
-        event=decode_payload(payload, flags),
+        event=decode_payload(payload, flags, where=f"outbox row seq={position}"),
         topic=topic,
         key=key,
         aggregate_type=aggregate[0],

@@ -95,7 +95,9 @@ def decode_payload_message(content: bytes, position: int) -> OutboxMessage:
             f"outbox message at {format_lsn(position)} has version {payload.version}"
         )
     return OutboxMessage(
-        event=decode_payload(payload.envelope, payload.flags),
+        event=decode_payload(
+            payload.envelope, payload.flags, where=f"outbox message at {format_lsn(position)}"
+        ),
         topic=payload.topic,
         key=payload.key,
         aggregate_type=payload.aggregate_type,
