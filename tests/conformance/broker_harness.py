@@ -213,12 +213,9 @@ HARNESS_MODULES: Final = {
 """Backends whose harness lives in a module of its own: ``make_harness(tmp_path)`` and ``MARKS``."""
 
 for _name, _module_name in HARNESS_MODULES.items():
-    try:
-        _module = importlib.import_module(_module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _module_name:
-            raise
-        continue  # that backend's harness is not written yet
+    # Imported unconditionally: a harness module that goes missing must fail the run, not
+    # quietly drop its backend from the suite.
+    _module = importlib.import_module(_module_name)
     HARNESSES[_name] = _module.make_harness
     MARKS[_name] = tuple(_module.MARKS)
 

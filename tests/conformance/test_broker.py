@@ -19,7 +19,7 @@ __all__ = ["capability_table", "harness"]
 
 @pytest.mark.usefixtures("capability_table")
 class TestBroker(BrokerConformance):
-    """Every broker behaviour, per backend (memory, sqlite)."""
+    """Every broker behaviour, per backend of `broker_harness.HARNESSES`."""
 
 
 def test_capability_table_in_the_docs_matches_the_declarations() -> None:

@@ -50,11 +50,25 @@ from tidings.messaging.ports import (
 )
 from tidings.messaging.subscription import Claimed, ClaimResult, Member, Outgoing, Subscription
 
-__all__ = ["BrokerBase", "ClaimResult", "Claimed", "Member", "Outgoing", "check_name"]
+__all__ = [
+    "BrokerBase",
+    "ClaimResult",
+    "Claimed",
+    "Member",
+    "Outgoing",
+    "check_name",
+    "session_us",
+]
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 DEFAULT_PARTITIONS: Final = 4
 _log: Final = logging.getLogger(__name__)
+
+
+def session_us(member: Member) -> int:
+    """How long a member counts as alive without a claim, in microseconds: its ack deadline,
+    within 1 to 10 seconds (the rule of every broker built on this model)."""
+    return int(min(max(member.ack_deadline, 1.0), 10.0) * 1_000_000)
 
 
 def check_name(kind: str, name: object) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
+import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -46,6 +46,7 @@ MALFORMED_TYPE: Final = "tidings.malformed"
 
 _NO_LIMIT: Final = 2**62
 _DECODE_ERRORS: Final = (msgspec.DecodeError, TidingsError, ValueError, TypeError, binascii.Error)
+_log: Final = logging.getLogger(__name__)
 
 
 class Member:
@@ -240,8 +241,16 @@ class Subscription(AsyncIterator[Delivery]):
         result = await self.broker._claim(self.member, room)
         self._unsettled += len(result.claimed)
         if self._closed:  # closed while claiming: hand them straight back, if still possible
-            with contextlib.suppress(Exception):
+            try:
                 await self.broker._leave(self.member, result.claimed)
+            except Exception:  # they come back at their ack deadline instead
+                _log.warning(
+                    "could not hand back %d claimed deliveries of %r; they return at their"
+                    " ack deadline",
+                    len(result.claimed),
+                    self.member.topic,
+                    exc_info=True,
+                )
             return None
         self._buffer.extend(result.claimed)
         return result.due

@@ -53,12 +53,16 @@ async def read_partition(
     with translate_errors(f"read {info.name!r} partition {partition}"):
         state = (await jsm.stream_info(stream)).state
         first = max(start + 1, state.first_seq)
-        last = min(state.last_seq, first + limit - 1)
         found: list[api.RawStreamMsg] = []
-        for low in range(first, last + 1, _IN_FLIGHT):
-            sequences = range(low, min(low + _IN_FLIGHT, last + 1))
-            got = await asyncio.gather(*(_message(jsm, stream, seq) for seq in sequences))
-            found.extend(message for message in got if message is not None)
+        # A window whose every sequence was purged meanwhile (retention, a deleted run) must not
+        # read as the end of the partition: move on until something is found or the end passed.
+        while not found and first <= state.last_seq:
+            last = min(state.last_seq, first + limit - 1)
+            for low in range(first, last + 1, _IN_FLIGHT):
+                sequences = range(low, min(low + _IN_FLIGHT, last + 1))
+                got = await asyncio.gather(*(_message(jsm, stream, seq) for seq in sequences))
+                found.extend(message for message in got if message is not None)
+            first = last + 1
     return [_stored(partition, message) for message in found[:limit]]
 
 
@@ -98,7 +102,11 @@ async def group_positions(jsm: JetStreamManager, info: TopicInfo) -> dict[str, d
 
 
 def _group_of(consumer: api.ConsumerInfo) -> str | None:
-    """Return the tidings group a durable consumer belongs to (None: not a group's)."""
+    """Return the tidings group a durable consumer belongs to (None: not a group's).
+
+    tidings writes ``{"topic", "group"}`` into every group consumer's description; a durable
+    consumer without it was made by someone else (an operator's, a monitor's) and is no group.
+    """
     config = consumer.config
     if not config.durable_name:
         return None
@@ -106,7 +114,7 @@ def _group_of(consumer: api.ConsumerInfo) -> str | None:
         group = json.loads(config.description or "{}").get("group")
     except (ValueError, AttributeError):
         group = None
-    return group if isinstance(group, str) else config.durable_name
+    return group if isinstance(group, str) else None
 
 
 def outgoing(

@@ -51,6 +51,7 @@ from tidings.adapters.postgres.sql import create_schema
 from tidings.errors import BackendError, BackendUnavailableError, ClosedError
 from tidings.events import Event
 from tidings.messaging.base import (
+    DEFAULT_PARTITIONS,
     BrokerBase,
     Claimed,
     ClaimResult,
@@ -58,6 +59,7 @@ from tidings.messaging.base import (
     Outgoing,
     check_name,
 )
+from tidings.messaging.base import session_us as member_session_us
 from tidings.messaging.ports import (
     Capabilities,
     Operation,
@@ -73,18 +75,12 @@ from tidings.messaging.transfer import StoredMessage, TopicTransfer
 __all__ = ["POSTGRES_CAPABILITIES", "PostgresBroker"]
 
 POSTGRES_CAPABILITIES: Final = Capabilities(support=dict.fromkeys(Operation, Support.NATIVE))
-DEFAULT_PARTITIONS: Final = 4
 _US: Final = 1_000_000
 _ROLLED_BACK: Final = (errors.DeadlockDetected, errors.SerializationFailure)
 _ROLLED_BACK_RETRIES: Final = 3
 
 Conn = AsyncConnection[TupleRow]
 T = TypeVar("T")
-
-
-def _session_us(member: Member) -> int:
-    """How long a member counts as alive without a claim: its deadline, within 1 to 10 s."""
-    return int(min(max(member.ack_deadline, 1.0), 10.0) * _US)
 
 
 class PostgresBroker(BrokerBase, TopicTransfer):
@@ -288,14 +284,14 @@ class PostgresBroker(BrokerBase, TopicTransfer):
             group_id = await claims.ensure_group(
                 conn, self._sql, row.topic_id, member.group, member.start
             )
-            params = (group_id, member.id, _session_us(member))
+            params = (group_id, member.id, member_session_us(member))
             await conn.execute(self._sql.upsert_member, params)
             return claims.GroupRef(row.topic_id, group_id, row.partitions)
 
         member.joined = await self._retrying(join)
 
     async def _claim(self, member: Member, limit: int) -> ClaimResult:
-        session_us = _session_us(member)
+        session_us = member_session_us(member)
         request = claims.ClaimRequest(
             _ref(member),
             member.id,
@@ -455,7 +451,10 @@ class PostgresBroker(BrokerBase, TopicTransfer):
         async def describe(conn: Conn) -> TopicRow | None:
             return await transfer.describe(conn, self._sql, topic)
 
-        return await self._retrying(describe)
+        row = await self._retrying(describe)
+        if row is not None:
+            self._topics[topic] = row  # a topic's shape never changes: ask once
+        return row
 
 
 def _ref(member: Member) -> claims.GroupRef:

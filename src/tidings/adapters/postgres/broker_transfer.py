@@ -6,23 +6,17 @@ its connection handling. Writing a partition goes through the broker's publishin
 
 from __future__ import annotations
 
-import binascii
-from typing import Final
-
-import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from tidings.adapters.postgres.broker_publish import TopicRow
 from tidings.adapters.postgres.broker_sql import BrokerStatements
-from tidings.errors import TidingsError
-from tidings.eventstore.records import decode_event
+from tidings.messaging.stored import from_envelope
 from tidings.messaging.transfer import StoredMessage
 
 __all__ = ["describe", "group_positions", "read_partition"]
 
 Conn = AsyncConnection[TupleRow]
-_DECODE_ERRORS: Final = (msgspec.DecodeError, TidingsError, ValueError, TypeError, binascii.Error)
 
 
 async def describe(conn: Conn, s: BrokerStatements, name: str) -> TopicRow | None:
@@ -38,19 +32,9 @@ async def read_partition(
     """Return up to ``limit`` retained messages of a partition from an offset, in order."""
     cursor = await conn.execute(s.read_partition, (topic_id, partition, from_offset, limit))
     return [
-        _stored(partition, offset, key, flags, envelope)
+        from_envelope(partition, offset, key, envelope, flags)
         for offset, key, flags, envelope in await cursor.fetchall()
     ]
-
-
-def _stored(
-    partition: int, offset: int, key: str | None, flags: int, envelope: bytes
-) -> StoredMessage:
-    try:
-        event = decode_event(envelope, flags)
-    except _DECODE_ERRORS:
-        return StoredMessage(partition, offset, key, None, bytes(envelope))
-    return StoredMessage(partition, offset, key, event)
 
 
 async def group_positions(

@@ -29,7 +29,6 @@ import zlib
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Final
 
-import msgspec
 import redis.asyncio as aioredis
 
 from tidings.adapters.redis import translate_errors
@@ -45,9 +44,8 @@ from tidings.adapters.redis.broker_scripts import (
     entry_fields,
 )
 from tidings.adapters.redis.broker_wake import WakeListener
-from tidings.errors import ClosedError, TidingsError
+from tidings.errors import ClosedError
 from tidings.events import Event
-from tidings.eventstore.records import decode_event
 from tidings.messaging.base import (
     DEFAULT_PARTITIONS,
     BrokerBase,
@@ -57,6 +55,7 @@ from tidings.messaging.base import (
     Outgoing,
     check_name,
 )
+from tidings.messaging.base import session_us as member_session_us
 from tidings.messaging.ports import (
     PublishResult,
     Retention,
@@ -65,16 +64,12 @@ from tidings.messaging.ports import (
     dead_letter_topic,
     partition_for,
 )
+from tidings.messaging.stored import from_envelope
 from tidings.messaging.transfer import StoredMessage, TopicTransfer
 
 __all__ = ["RedisBroker"]
 
 _US: Final = 1_000_000
-
-
-def _session_us(member: Member) -> int:
-    """How long a member counts as alive without a claim: its deadline, within 1 to 10 s."""
-    return int(min(max(member.ack_deadline, 1.0), 10.0) * _US)
 
 
 class RedisBroker(BrokerBase, TopicTransfer):
@@ -190,14 +185,14 @@ class RedisBroker(BrokerBase, TopicTransfer):
                 member.group,
                 member.id,
                 start=start,
-                session_us=_session_us(member),
+                session_us=member_session_us(member),
                 partitions=DEFAULT_PARTITIONS,
             )
             await self._wake.watch(f"{self.options.prefix}:wake:{member.topic}")
 
     async def _claim(self, member: Member, limit: int) -> ClaimResult:
         partitions = _partitions(member)
-        session_us = _session_us(member)
+        session_us = member_session_us(member)
         request = ClaimArgs(
             topic=member.topic,
             group=member.group,
@@ -339,7 +334,7 @@ class RedisBroker(BrokerBase, TopicTransfer):
         await self._ensure_open()
         info = await self._topic(topic)
         if not 0 <= partition < info.partitions:
-            raise ValueError(f"{topic!r} has partitions 0 to {info.partitions - 1}: {partition}")
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
         results = await self._store(info, [Placed(partition, m) for m in outgoing])
         self._wakeup.notify()
         return results
@@ -364,8 +359,4 @@ def _stored(partition: int, entry_id: object, raw: object) -> StoredMessage:
     assert isinstance(raw, dict), f"unexpected stream entry {raw!r}"
     offset = int(_text(entry_id).split("-")[1]) - 1
     stored = entry_fields([value for item in raw.items() for value in item])
-    try:
-        event = decode_event(stored.envelope, stored.flags)
-    except (TidingsError, ValueError, TypeError, msgspec.DecodeError):
-        return StoredMessage(partition, offset, stored.key, None, stored.envelope)
-    return StoredMessage(partition, offset, stored.key, event)
+    return from_envelope(partition, offset, stored.key, stored.envelope, stored.flags)

@@ -34,6 +34,7 @@ from tidings.adapters.sqlite.broker_commit import GroupCommit, Work, now_us
 from tidings.adapters.sqlite.connection import SQLiteThread, Synchronous, path_from_url
 from tidings.events import Event
 from tidings.messaging.base import BrokerBase, Claimed, ClaimResult, Member, Outgoing
+from tidings.messaging.base import session_us as member_session_us
 from tidings.messaging.ports import (
     Capabilities,
     Operation,
@@ -49,11 +50,6 @@ __all__ = ["SQLITE_CAPABILITIES", "SQLiteBroker"]
 SQLITE_CAPABILITIES: Final = Capabilities(support=dict.fromkeys(Operation, Support.NATIVE))
 _US: Final = 1_000_000
 _log: Final = logging.getLogger(__name__)
-
-
-def _session_us(member: Member) -> int:
-    """How long a member counts as alive without a claim: its deadline, within 1 to 10 s."""
-    return int(min(max(member.ack_deadline, 1.0), 10.0) * _US)
 
 
 class SQLiteBroker(BrokerBase, TopicTransfer):
@@ -129,14 +125,14 @@ class SQLiteBroker(BrokerBase, TopicTransfer):
             group=member.group,
             member=member.id,
             start=member.start,
-            session_us=_session_us(member),
+            session_us=member_session_us(member),
         )
         member.joined = await self._commit.run(join)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._watch_other_processes())
 
     async def _claim(self, member: Member, limit: int) -> ClaimResult:
-        session_us = _session_us(member)
+        session_us = member_session_us(member)
         request = claims.ClaimRequest(
             _ref(member),
             member.id,

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from tidings.messaging.ports import Broker, Delivery, Retention, partition_for
+from tidings.messaging.ports import Broker, Delivery, Operation, Retention, partition_for
 from tidings.messaging.transfer import TopicTransfer
 from tidings.testing.conformance.broker.helpers import (
     WAIT,
@@ -21,6 +21,7 @@ from tidings.testing.conformance.broker.helpers import (
     make_events,
     numbers,
 )
+from tidings.testing.conformance.broker.results import proves
 
 __all__ = ["TransferCases"]
 
@@ -64,6 +65,23 @@ class TransferCases(_Fixtures):
             (partition, o, "k") for o in (2, 3, 4)
         ]
         assert [m.event for m in got] == events[2:5]
+
+    async def test_append_to_a_partition_the_topic_lacks_is_a_clear_error(
+        self, broker: Broker, topic: str
+    ) -> None:
+        await broker.create_topic(topic, partitions=2)
+        with pytest.raises(ValueError, match="no partition 2"):
+            await self.transfer(broker).append_to_partition(topic, 2, [(make_events(1)[0], "k")])
+
+    @proves(Operation.RETENTION_COUNT)
+    async def test_read_partition_from_0_after_retention_starts_at_the_first_kept(
+        self, broker: Broker, topic: str
+    ) -> None:
+        await broker.create_topic(topic, partitions=1, retention=Retention(max_count=3))
+        await broker.publish(topic, make_events(10, key="k"))
+        await self.harness.enforce_retention(broker)
+        got = await self.transfer(broker).read_partition(topic, 0, from_offset=0, limit=2)
+        assert [m.offset for m in got] == [7, 8]
 
     async def test_read_partition_past_the_end_returns_nothing(
         self, broker: Broker, topic: str
