@@ -158,6 +158,8 @@ class KafkaBroker(BrokerBase, TopicTransfer):
     ) -> list[PublishResult]:
         assert self._sender is not None
         count = await self._partitions(topic)
+        if partition is not None and not 0 <= partition < count:
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
         results: list[PublishResult | None] = [None] * len(messages)
         first: dict[str, int] = {}
         copies: dict[int, int] = {}
@@ -174,12 +176,18 @@ class KafkaBroker(BrokerBase, TopicTransfer):
                     continue
                 first[event_id] = index
             sending.append((index, self._record(topic, message, count, partition)))
-        stored = await self._sender.send([record for _, record in sending])
+        stored = await self._sender.send_each([record for _, record in sending])
+        failure: BaseException | None = None
         for (index, _), place in zip(sending, stored, strict=True):
+            if isinstance(place, BaseException):
+                failure = failure or place
+                continue
             event_id = messages[index].event_id
             results[index] = PublishResult(event_id or "", *place)
-            if event_id is not None:
-                self._ids.remember(topic, event_id, place)
+            if event_id is not None:  # remembered even when another record failed: a retry
+                self._ids.remember(topic, event_id, place)  # must not store this one twice
+        if failure is not None:
+            raise failure
         for index, original in copies.items():
             done = results[original]
             assert done is not None
@@ -270,6 +278,9 @@ class KafkaBroker(BrokerBase, TopicTransfer):
         self._member(member).ack(claimed)
 
     async def _leave(self, member: Member, unyielded: Sequence[Claimed]) -> None:
+        if self._settling:  # a reject in flight acks its event only once its letter is stored:
+            # leaving first would commit below that event and hand it to the next holder again
+            await asyncio.wait(set(self._settling), timeout=self.options.publish_timeout)
         joined = member.joined
         if isinstance(joined, KafkaMember):
             self._members.discard(joined)

@@ -224,7 +224,13 @@ class KafkaMember:
                 taken.append((state, entry))
             if len(taken) >= limit:
                 break
-        await self._record_delivered(taken)
+        try:
+            await self._record_delivered(taken)
+        except BaseException:  # nothing was handed out: take the entries back, uncounted
+            for state, entry in taken:
+                state.release(entry, now)
+                state.unhand(entry)
+            raise
         self._recount()
         return ClaimResult([_claimed(s, e) for s, e in taken], self._due(now))
 

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from tidings.adapters.kafka.clients import client_config, error_from
 from tidings.adapters.kafka.options import KafkaOptions
+from tidings.errors import BackendError
 
 __all__ = ["Record", "Sender"]
 
@@ -63,11 +64,30 @@ class Sender:
 
     async def send(self, records: Sequence[Record]) -> list[tuple[int, int]]:
         """Produce records in order; return each one's (partition, offset) once all are stored."""
+        places = await self.send_each(records)
+        for place in places:
+            if isinstance(place, BaseException):
+                raise place
+        return places  # type: ignore[return-value]
+
+    async def send_each(self, records: Sequence[Record]) -> list[tuple[int, int] | BaseException]:
+        """Produce records in order; return each one's place, or the error that stopped it.
+
+        Every record's outcome is awaited, so a caller can remember what was stored before it
+        raises for what was not (a retry must not store those twice).
+        """
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in records]
-        for record, future in zip(records, futures, strict=True):
-            self._produce(record, _reporter(loop, future))
-        return list(await asyncio.gather(*futures))
+        futures: list[asyncio.Future[tuple[int, int]]] = []
+        for record in records:
+            future: asyncio.Future[tuple[int, int]] = loop.create_future()
+            futures.append(future)
+            try:
+                self._produce(record, _reporter(loop, future))
+            except KafkaException as exc:  # refused at once (too large, unknown partition...)
+                future.set_exception(
+                    BackendError(f"refused a record for {record.topic!r}: {exc}", backend="kafka")
+                )
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def _produce(
         self, record: Record, report: Callable[[KafkaError | None, Message], None]
